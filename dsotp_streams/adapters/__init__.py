@@ -1,0 +1,1 @@
+"""All I/O lives here: MQTT clients and the embedded broker."""

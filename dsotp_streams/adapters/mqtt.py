@@ -1,0 +1,221 @@
+"""MQTT at the edge: endpoints, topics, the embedded amqtt broker, and aiomqtt clients."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import unquote, urlsplit
+
+import aiomqtt
+
+from dsotp_streams.errors import TransportError
+from dsotp_streams.settings import MqttSettings
+
+__all__ = [
+    "EmbeddedBroker",
+    "MqttEndpoint",
+    "Topics",
+    "connect",
+    "endpoint_from_settings",
+    "parse_mqtt_url",
+    "wait_for_port",
+]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class MqttEndpoint:
+    """Where a broker listens and how to log in."""
+
+    host: str
+    port: int
+    username: str | None = None
+    password: str | None = None
+
+    def __str__(self) -> str:
+        user = f"{self.username}@" if self.username else ""
+        return f"mqtt://{user}{self.host}:{self.port}"
+
+
+def parse_mqtt_url(url: str) -> MqttEndpoint:
+    """Parse mqtt://user:pass@host:port (port 1883 by default)."""
+    parts = urlsplit(url)
+    if parts.scheme not in ("mqtt", "tcp"):
+        raise TransportError(f"unsupported MQTT URL scheme {parts.scheme!r} in {url!r}")
+    if not parts.hostname:
+        raise TransportError(f"MQTT URL {url!r} names no host")
+    try:
+        port = parts.port or 1883
+    except ValueError as exc:
+        raise TransportError(f"MQTT URL {url!r} has an invalid port") from exc
+    return MqttEndpoint(
+        host=parts.hostname,
+        port=port,
+        username=unquote(parts.username) if parts.username else None,
+        password=unquote(parts.password) if parts.password else None,
+    )
+
+
+def endpoint_from_settings(settings: MqttSettings) -> MqttEndpoint:
+    """The endpoint the settings describe (`url` wins over host/port)."""
+    if settings.url:
+        return parse_mqtt_url(settings.url)
+    return MqttEndpoint(
+        host=settings.host,
+        port=settings.port,
+        username=settings.username,
+        password=settings.password.get_secret_value() if settings.password else None,
+    )
+
+
+@dataclass(frozen=True)
+class Topics:
+    """Topic names of one area."""
+
+    prefix: str
+    area: str
+
+    @property
+    def base(self) -> str:
+        """`<prefix>/<area>`."""
+        return f"{self.prefix}/{self.area}"
+
+    def pmu(self, device: str) -> str:
+        """Where a device publishes its frames."""
+        return f"{self.base}/pmu/{device}"
+
+    @property
+    def pmu_wildcard(self) -> str:
+        """Subscription for every device of the area."""
+        return f"{self.base}/pmu/+"
+
+    @property
+    def state(self) -> str:
+        """StateEstimate JSON."""
+        return f"{self.base}/state"
+
+    @property
+    def state_sogno(self) -> str:
+        """The estimate in the SOGNO output format."""
+        return f"{self.base}/state/sogno"
+
+    @property
+    def deadletter(self) -> str:
+        """Rejected input with its reason."""
+        return f"{self.base}/deadletter"
+
+    @property
+    def status(self) -> str:
+        """Retained agent health, rates and lag."""
+        return f"{self.base}/status"
+
+    @property
+    def truth(self) -> str:
+        """The emulator's true state (debug)."""
+        return f"{self.base}/truth"
+
+
+def _broker_config(host: str, port: int, *, allow_anonymous: bool) -> dict[str, Any]:
+    return {
+        "listeners": {"default": {"type": "tcp", "bind": f"{host}:{port}"}},
+        "plugins": {
+            "amqtt.plugins.authentication.AnonymousAuthPlugin": {
+                "allow_anonymous": allow_anonymous
+            },
+        },
+    }
+
+
+class EmbeddedBroker:
+    """An in-process MQTT 3.1.1 broker (amqtt) bound to loopback only."""
+
+    def __init__(self, *, host: str = "127.0.0.1", port: int = 1883) -> None:
+        self.host = host
+        self.port = port
+        self._broker: Any = None
+
+    async def __aenter__(self) -> EmbeddedBroker:
+        from amqtt.broker import Broker
+
+        logging.getLogger("amqtt").setLevel(logging.WARNING)
+        logging.getLogger("transitions").setLevel(logging.WARNING)
+        self._broker = Broker(_broker_config(self.host, self.port, allow_anonymous=True))
+        try:
+            await self._broker.start()
+        except Exception as exc:
+            raise TransportError(
+                f"cannot start the embedded broker on {self.host}:{self.port}: {exc}"
+            ) from exc
+        log.info("embedded MQTT broker on %s:%d", self.host, self.port)
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        if self._broker is not None:
+            try:
+                await asyncio.wait_for(self._broker.shutdown(), timeout=5.0)
+            except (TimeoutError, Exception) as exc:  # shutting down: log, never mask the cause
+                log.warning("embedded broker shutdown: %s", exc)
+
+    @property
+    def endpoint(self) -> MqttEndpoint:
+        """How clients reach this broker."""
+        return MqttEndpoint(self.host, self.port)
+
+
+@asynccontextmanager
+async def connect(
+    endpoint: MqttEndpoint,
+    *,
+    client_id: str,
+    clean_session: bool = True,
+    keepalive_s: int = 30,
+    max_queued_outgoing: int | None = 10_000,
+    timeout_s: float = 10.0,
+) -> AsyncIterator[aiomqtt.Client]:
+    """An aiomqtt client, MQTT 3.1.1; connection failures become TransportError."""
+    client = aiomqtt.Client(
+        hostname=endpoint.host,
+        port=endpoint.port,
+        username=endpoint.username,
+        password=endpoint.password,
+        identifier=client_id,
+        clean_session=clean_session,
+        keepalive=keepalive_s,
+        protocol=aiomqtt.ProtocolVersion.V311,
+        max_queued_outgoing_messages=max_queued_outgoing,
+        timeout=timeout_s,
+    )
+    try:
+        async with client:
+            yield client
+    except aiomqtt.MqttError as exc:
+        raise TransportError(f"MQTT {endpoint}: {exc}") from exc
+
+
+async def wait_for_port(host: str, port: int, *, timeout_s: float) -> None:
+    """Wait until a TCP port accepts connections."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout_s
+    while True:
+        try:
+            _reader, writer = await asyncio.open_connection(host, port)
+        except OSError:
+            if loop.time() > deadline:
+                raise TransportError(f"nothing listens on {host}:{port}") from None
+            await asyncio.sleep(0.05)
+        else:
+            writer.close()
+            await writer.wait_closed()
+            return
+
+
+def port_is_free(host: str, port: int) -> bool:
+    """True when nothing listens on host:port."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        return sock.connect_ex((host, port)) != 0

@@ -1,0 +1,264 @@
+"""The `dsotp` command: demo, run, emulate."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+import sys
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console, Group
+from rich.live import Live
+from rich.logging import RichHandler
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from dsotp_streams.adapters.mqtt import EmbeddedBroker, endpoint_from_settings
+from dsotp_streams.contracts.agent import AgentSpec, load_agent_spec
+from dsotp_streams.core.grid import load_grid
+from dsotp_streams.errors import DsotpError
+from dsotp_streams.runtime.embedded import AreaPipeline, Emulator, EmulatorStats, PipelineStats
+from dsotp_streams.settings import MqttSettings, Settings
+
+__all__ = ["app", "main"]
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, help="dsotp-streams: PMU streams to grid state.")
+console = Console(stderr=False)
+log = logging.getLogger("dsotp_streams")
+
+AgentOpt = Annotated[Path | None, typer.Option("--agent", help="agent spec YAML file")]
+UrlOpt = Annotated[
+    str | None, typer.Option("--mqtt-url", help="mqtt://user:pass@host:port of an external broker")
+]
+PortOpt = Annotated[int, typer.Option("--mqtt-port", help="port of the embedded broker")]
+DurationOpt = Annotated[
+    float | None, typer.Option("--duration", help="stop after SECONDS (default: run until Ctrl-C)")
+]
+RateOpt = Annotated[
+    float | None, typer.Option("--rate", min=0.1, max=50, help="frames/s per device (<= 50)")
+]
+
+
+def _setup(agent: Path | None, mqtt_url: str | None, mqtt_port: int | None) -> tuple[Settings, AgentSpec]:
+    base = Settings()
+    mqtt = base.mqtt.model_dump()
+    if mqtt_url is not None:
+        mqtt["url"] = mqtt_url
+    if mqtt_port is not None:
+        mqtt["port"] = mqtt_port
+    settings = base.model_copy(
+        update={"mqtt": MqttSettings(**mqtt), "agent_file": agent or base.agent_file}
+    )
+    logging.basicConfig(
+        level=settings.log_level.upper(),
+        format="%(message)s",
+        handlers=[RichHandler(console=Console(stderr=True), show_path=False)],
+    )
+    spec = load_agent_spec(settings.agent_file)
+    return settings, spec
+
+
+def _with_rate(spec: AgentSpec, rate: float | None) -> AgentSpec:
+    if rate is None:
+        return spec
+    return spec.model_copy(update={"window": spec.window.model_copy(update={"rate_hz": rate})})
+
+
+@dataclass
+class DemoSummary:
+    """What a demo run did, for the exit report."""
+
+    seconds: float
+    emulator: EmulatorStats
+    pipeline: PipelineStats
+
+    @property
+    def coverage(self) -> float:
+        """Published estimates per emulated instant."""
+        return self.pipeline.estimates_published / max(1, self.emulator.instants)
+
+
+def _table(emulator: EmulatorStats | None, pipeline: PipelineStats) -> Table:
+    table = Table(title="dsotp", show_header=True, header_style="bold")
+    table.add_column("counter")
+    table.add_column("value", justify="right")
+    rows: list[tuple[str, str]] = []
+    if emulator is not None:
+        rows += [("instants emulated", str(emulator.instants)), ("frames published", str(emulator.frames))]
+    p = pipeline
+    rows += [
+        ("frames in", str(p.messages_in)),
+        ("frames valid", str(p.frames_valid)),
+        ("dead letters", str(p.dead_letters)),
+        ("late / duplicate", f"{p.late} / {p.duplicate}"),
+        ("windows (incomplete)", f"{p.windows} ({p.windows_incomplete})"),
+        ("estimates ok / failed", f"{p.estimates_ok} / {p.estimates_failed}"),
+        ("windows skipped", str(p.windows_skipped)),
+        ("lag ms (max)", f"{p.lag_ms:.0f} ({p.lag_ms_max:.0f})"),
+        ("estimate ms", f"{p.estimate_ms:.1f}"),
+        ("max |V est - V true| pu", f"{p.max_true_dvm_pu:.4f}"),
+    ]
+    for name, value in rows:
+        table.add_row(name, value)
+    return table
+
+
+async def run_demo(
+    *,
+    settings: Settings,
+    spec: AgentSpec,
+    duration_s: float | None,
+    live: bool = True,
+) -> DemoSummary:
+    """Broker (embedded unless a URL is set), emulator and pipeline until duration or Ctrl-C."""
+    stop_emulator = asyncio.Event()
+    stop_pipeline = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.add_signal_handler(sig, stop_emulator.set)
+    async with contextlib.AsyncExitStack() as stack:
+        if settings.mqtt.url:
+            endpoint = endpoint_from_settings(settings.mqtt)
+        else:
+            broker = await stack.enter_async_context(
+                EmbeddedBroker(host=settings.mqtt.host, port=settings.mqtt.port)
+            )
+            endpoint = broker.endpoint
+        grid = await asyncio.to_thread(load_grid, spec.grid, base_dir=settings.agent_file.parent)
+        pipeline = AreaPipeline(spec=spec, grid=grid, settings=settings, endpoint=endpoint)
+        emulator = Emulator(spec=spec, grid=grid, settings=settings, endpoint=endpoint)
+        pipeline_task = asyncio.create_task(pipeline.run(stop_pipeline))
+        await asyncio.wait_for(pipeline.ready.wait(), timeout=30)
+        emulator_task = asyncio.create_task(emulator.run(stop_emulator))
+        started = time.monotonic()
+        progress = Progress(
+            TextColumn("[bold]dsotp demo[/] {task.description}"),
+            BarColumn(),
+            TimeElapsedColumn(),
+            console=console,
+        )
+        task_id = progress.add_task(f"{spec.area} on {endpoint}", total=duration_s)
+        with Live(
+            Group(progress, _table(emulator.stats, pipeline.stats)),
+            console=console,
+            refresh_per_second=4,
+            transient=not console.is_terminal,
+            auto_refresh=live and console.is_terminal,
+        ) as view:
+            while not stop_emulator.is_set() and not emulator_task.done():
+                elapsed = time.monotonic() - started
+                if duration_s is not None and elapsed >= duration_s:
+                    break
+                progress.update(task_id, completed=elapsed)
+                view.update(Group(progress, _table(emulator.stats, pipeline.stats)))
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop_emulator.wait(), timeout=0.25)
+            stop_emulator.set()
+            await asyncio.gather(emulator_task, return_exceptions=False)
+            await asyncio.sleep(spec.window.wait_ms / 1000.0 + 0.3)
+            stop_pipeline.set()
+            await pipeline_task
+            view.update(Group(progress, _table(emulator.stats, pipeline.stats)))
+    return DemoSummary(time.monotonic() - started, emulator.stats, pipeline.stats)
+
+
+def _report(summary: DemoSummary) -> None:
+    console.print(_table(summary.emulator, summary.pipeline))
+    p, e = summary.pipeline, summary.emulator
+    console.print(
+        f"dsotp demo: {e.instants} instants emulated in {summary.seconds:.1f} s, "
+        f"{p.estimates_published} estimates published ({p.estimates_ok} ok), "
+        f"coverage {100 * summary.coverage:.1f} %, {p.dead_letters} dead letters"
+    )
+    log.debug("summary %s", {"emulator": asdict(e), "pipeline": asdict(p)})
+
+
+@app.command()
+def demo(
+    agent: AgentOpt = None,
+    mqtt_url: UrlOpt = None,
+    mqtt_port: PortOpt = 1883,
+    duration: DurationOpt = None,
+    rate: RateOpt = None,
+) -> None:
+    """Embedded broker + emulated PMU fleet + alignment + estimation, with live counters."""
+    settings, spec = _setup(agent, mqtt_url, mqtt_port)
+    spec = _with_rate(spec, rate)
+    summary = asyncio.run(run_demo(settings=settings, spec=spec, duration_s=duration))
+    _report(summary)
+
+
+@app.command()
+def run(
+    agent: AgentOpt = None,
+    mqtt_url: UrlOpt = None,
+    duration: DurationOpt = None,
+) -> None:
+    """Bridge an external broker's PMU frames into alignment and estimation (no emulator)."""
+    settings, spec = _setup(agent, mqtt_url, None)
+
+    async def main() -> PipelineStats:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            with contextlib.suppress(NotImplementedError, RuntimeError):
+                loop.add_signal_handler(sig, stop.set)
+        grid = await asyncio.to_thread(load_grid, spec.grid, base_dir=settings.agent_file.parent)
+        pipeline = AreaPipeline(
+            spec=spec, grid=grid, settings=settings, endpoint=endpoint_from_settings(settings.mqtt)
+        )
+        if duration is not None:
+            loop.call_later(duration, stop.set)
+        await pipeline.run(stop)
+        return pipeline.stats
+
+    stats = asyncio.run(main())
+    console.print(_table(None, stats))
+
+
+@app.command()
+def emulate(
+    agent: AgentOpt = None,
+    mqtt_url: UrlOpt = None,
+    duration: DurationOpt = None,
+    rate: RateOpt = None,
+) -> None:
+    """Publish an emulated PMU fleet to a broker."""
+    settings, spec = _setup(agent, mqtt_url, None)
+    spec = _with_rate(spec, rate)
+
+    async def main() -> EmulatorStats:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            with contextlib.suppress(NotImplementedError, RuntimeError):
+                loop.add_signal_handler(sig, stop.set)
+        grid = await asyncio.to_thread(load_grid, spec.grid, base_dir=settings.agent_file.parent)
+        emulator = Emulator(
+            spec=spec, grid=grid, settings=settings, endpoint=endpoint_from_settings(settings.mqtt)
+        )
+        if duration is not None:
+            loop.call_later(duration, stop.set)
+        await emulator.run(stop)
+        return emulator.stats
+
+    stats = asyncio.run(main())
+    console.print(f"emulated {stats.instants} instants, {stats.frames} frames")
+
+
+def main() -> None:
+    """Console entry point: DsotpError becomes a one-line message and exit code 2."""
+    try:
+        app()
+    except DsotpError as exc:
+        Console(stderr=True).print(f"[red]error:[/] {exc}")
+        sys.exit(2)
+
+

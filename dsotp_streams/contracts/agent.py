@@ -1,0 +1,160 @@
+"""Agent specs: one declarative YAML file per grid area, validated here."""
+
+from __future__ import annotations
+
+import re
+from enum import StrEnum
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from dsotp_streams.errors import SpecError
+
+__all__ = [
+    "AgentSpec",
+    "DeviceSpec",
+    "EmulatorSpec",
+    "EstimatorSpec",
+    "GridSource",
+    "GridSpec",
+    "SigmaSpec",
+    "VoltageBasis",
+    "WindowSpec",
+    "load_agent_spec",
+]
+
+_TOPIC_SAFE = re.compile(r"^[A-Za-z0-9_.\-]+$")
+
+
+class GridSource(StrEnum):
+    """Where a grid model comes from."""
+
+    PANDAPOWER_NETWORK = "pandapower_network"
+    PANDAPOWER_JSON = "pandapower_json"
+
+
+class VoltageBasis(StrEnum):
+    """Whether voltage magnitudes in frames are phase-to-ground (SOGNO) or line-to-line."""
+
+    PHASE_TO_GROUND = "phase_to_ground"
+    LINE_TO_LINE = "line_to_line"
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class GridSpec(_Frozen):
+    """The grid model: a network from pandapower's library by name, or a pandapower JSON file."""
+
+    source: GridSource = GridSource.PANDAPOWER_NETWORK
+    name: str = Field(min_length=1, description="function in pandapower.networks, or file path")
+    kwargs: dict[str, Any] = Field(default_factory=dict)
+
+
+class WindowSpec(_Frozen):
+    """PDC-style alignment: one window per reporting instant, held open for late frames."""
+
+    rate_hz: float = Field(default=10.0, gt=0, le=120)
+    wait_ms: float = Field(default=150.0, ge=0, le=60_000)
+    max_open_windows: int = Field(default=256, ge=1)
+
+
+class SigmaSpec(_Frozen):
+    """Standard deviations per measurement class (magnitudes relative, angles in radians)."""
+
+    pmu_vm_rel: float = Field(default=0.003, gt=0)
+    pmu_va_rad: float = Field(default=0.003, gt=0)
+    pmu_im_rel: float = Field(default=0.003, gt=0)
+    pmu_ia_rad: float = Field(default=0.003, gt=0)
+    meter_pq_rel: float = Field(default=0.01, gt=0)
+    pq_floor_mw: float = Field(default=0.001, gt=0)
+    im_floor_ka: float = Field(default=0.0005, gt=0)
+    pseudo_rel: float = Field(default=0.5, gt=0)
+    pseudo_floor_mw: float = Field(default=0.01, gt=0)
+    zero_injection_mw: float = Field(default=1e-4, gt=0)
+
+
+class EstimatorSpec(_Frozen):
+    """Which engine estimates, and how strictly."""
+
+    engine: Literal["wls", "pandapower"] = "wls"
+    sigmas: SigmaSpec = SigmaSpec()
+    max_iterations: int = Field(default=20, ge=1, le=200)
+    tolerance: float = Field(default=1e-7, gt=0)
+    bad_data: bool = True
+    chi2_confidence: float = Field(default=0.99, gt=0.5, lt=1)
+    lnr_threshold: float = Field(default=3.0, gt=0)
+    max_bad_data: int = Field(default=3, ge=0)
+
+
+class EmulatorSpec(_Frozen):
+    """The emulated PMU fleet of this area."""
+
+    tve_percent: float = Field(default=1.0, ge=0, le=10, description="99.9 % bound of the TVE")
+    load_variation: float = Field(default=0.2, ge=0, le=1)
+    profile_period_s: float = Field(default=300.0, gt=0)
+    frequency_hz: float = 50.0
+    seed: int = 7
+
+
+class DeviceSpec(_Frozen):
+    """One PMU: the bus whose voltage phasor it measures and the branches whose currents it sees."""
+
+    id: str = Field(min_length=1)
+    bus: str = Field(min_length=1)
+    branches: list[str] = Field(default_factory=list)
+
+    @field_validator("id")
+    @classmethod
+    def _topic_safe(cls, value: str) -> str:
+        if not _TOPIC_SAFE.match(value):
+            raise ValueError(f"device id {value!r} must match {_TOPIC_SAFE.pattern}")
+        return value
+
+
+class AgentSpec(_Frozen):
+    """Everything an area's agents need: grid, devices, windowing, estimation, emulation."""
+
+    area: str = Field(min_length=1)
+    description: str = ""
+    grid: GridSpec
+    voltage_basis: VoltageBasis = VoltageBasis.PHASE_TO_GROUND
+    window: WindowSpec = WindowSpec()
+    estimator: EstimatorSpec = EstimatorSpec()
+    emulator: EmulatorSpec = EmulatorSpec()
+    devices: list[DeviceSpec] = Field(min_length=1)
+
+    @field_validator("area")
+    @classmethod
+    def _area_topic_safe(cls, value: str) -> str:
+        if not _TOPIC_SAFE.match(value):
+            raise ValueError(f"area {value!r} must match {_TOPIC_SAFE.pattern}")
+        return value
+
+    @model_validator(mode="after")
+    def _unique_devices(self) -> AgentSpec:
+        ids = [d.id for d in self.devices]
+        duplicates = sorted({i for i in ids if ids.count(i) > 1})
+        if duplicates:
+            raise ValueError(f"device ids must be unique, repeated: {duplicates}")
+        return self
+
+    @property
+    def device_ids(self) -> frozenset[str]:
+        """The ids of all devices of this area."""
+        return frozenset(d.id for d in self.devices)
+
+
+def load_agent_spec(path: Path) -> AgentSpec:
+    """Read and validate an agent spec YAML file."""
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (OSError, yaml.YAMLError) as exc:
+        raise SpecError(f"cannot read agent spec {path}: {exc}") from exc
+    try:
+        return AgentSpec.model_validate(raw)
+    except ValidationError as exc:
+        raise SpecError(f"invalid agent spec {path}: {exc}") from exc

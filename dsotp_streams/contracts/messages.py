@@ -1,0 +1,121 @@
+"""Messages the platform produces: windows, state estimates, dead letters, truth and status."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from enum import StrEnum
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from dsotp_streams.contracts.frames import PmuFrame
+
+__all__ = [
+    "BusState",
+    "DeadLetter",
+    "EstimateStatus",
+    "LineFlow",
+    "StateEstimate",
+    "TrueState",
+    "Window",
+]
+
+
+class Window(BaseModel):
+    """All frames of one area for one reporting instant, as a phasor data concentrator emits it."""
+
+    model_config = ConfigDict(frozen=True)
+
+    area: str
+    window_start: datetime
+    period_s: float
+    frames: dict[str, PmuFrame]
+    missing_devices: list[str] = Field(default_factory=list)
+    closed_at: datetime
+
+    @property
+    def complete(self) -> bool:
+        """True when every expected device reported."""
+        return not self.missing_devices
+
+
+class EstimateStatus(StrEnum):
+    """Outcome of one estimation."""
+
+    OK = "ok"
+    BAD_DATA = "bad_data"
+    NOT_OBSERVABLE = "not_observable"
+    DIVERGED = "diverged"
+    FAILED = "failed"
+    SKIPPED = "skipped"
+
+
+class BusState(BaseModel):
+    """Estimated state of one bus (consumption-positive p/q, as pandapower's res_bus)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    bus: str
+    vm_pu: float
+    va_deg: float
+    p_mw: float
+    q_mvar: float
+    true_vm_pu: float | None = None
+    true_va_deg: float | None = None
+
+
+class LineFlow(BaseModel):
+    """Estimated flow at the from-side of one branch."""
+
+    model_config = ConfigDict(frozen=True)
+
+    line: str
+    p_from_mw: float
+    q_from_mvar: float
+    i_from_ka: float
+
+
+class StateEstimate(BaseModel):
+    """The estimated grid state of one window, or why there is none."""
+
+    model_config = ConfigDict(frozen=True)
+
+    area: str
+    window_start: datetime
+    status: EstimateStatus
+    reason: str | None = None
+    engine: str
+    buses: list[BusState] = Field(default_factory=list)
+    lines: list[LineFlow] = Field(default_factory=list)
+    n_measurements: int = 0
+    n_devices: int = 0
+    missing_devices: list[str] = Field(default_factory=list)
+    iterations: int = 0
+    objective: float | None = None
+    dof: int | None = None
+    chi2_threshold: float | None = None
+    bad_data: list[str] = Field(default_factory=list)
+    runtime_ms: float = 0.0
+    max_true_dvm_pu: float | None = None
+
+
+class DeadLetter(BaseModel):
+    """Input that could not be used, with the reason; nothing is dropped silently."""
+
+    model_config = ConfigDict(frozen=True)
+
+    topic: str
+    reason: str
+    received_at: datetime
+    payload: str
+    device: str | None = None
+
+
+class TrueState(BaseModel):
+    """The emulator's true state at one instant (debug topic), for showing accuracy."""
+
+    model_config = ConfigDict(frozen=True)
+
+    area: str
+    timestamp: datetime
+    vm_pu: dict[str, float]
+    va_deg: dict[str, float]

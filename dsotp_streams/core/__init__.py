@@ -1,0 +1,1 @@
+"""The pure, synchronous numerical core: no broker, network or asyncio code here."""

@@ -1,0 +1,215 @@
+"""Turn a window of frames into a measurement set in per unit, plus pseudo-measurements."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from enum import IntEnum
+
+import numpy as np
+
+from dsotp_streams.contracts.agent import AgentSpec, SigmaSpec, VoltageBasis
+from dsotp_streams.contracts.frames import Measurand, Phase
+from dsotp_streams.contracts.messages import Window
+from dsotp_streams.core.grid import BoolArray, FloatArray, GridModel, IntArray
+from dsotp_streams.errors import SpecError
+
+__all__ = ["Kind", "MeasurementMap", "MeasurementSet", "Side"]
+
+_PHASE_SHIFT = {Phase.A: 0.0, Phase.B: 2.0 * math.pi / 3.0, Phase.C: -2.0 * math.pi / 3.0}
+
+
+class Kind(IntEnum):
+    """Measurement function kinds."""
+
+    VM = 0
+    VA = 1
+    P_INJ = 2
+    Q_INJ = 3
+    P_FLOW = 4
+    Q_FLOW = 5
+    I_MAG = 6
+    I_ANG = 7
+
+
+ANGLE_KINDS = (Kind.VA, Kind.I_ANG)
+
+
+class Side(IntEnum):
+    """Branch end a flow measurement sits at."""
+
+    FROM = 0
+    TO = 1
+
+
+@dataclass(frozen=True)
+class MeasurementSet:
+    """Measurements of one window: kind, element, side, value and sigma (all per unit)."""
+
+    kind: IntArray
+    element: IntArray
+    side: IntArray
+    value: FloatArray
+    sigma: FloatArray
+    label: tuple[str, ...]
+    pseudo: BoolArray
+
+    @property
+    def exact(self) -> BoolArray:
+        """Zero-injection constraints: physics, not measurements."""
+        return np.array([lbl.endswith((":zero_p", ":zero_q")) for lbl in self.label], dtype=bool)
+
+    @property
+    def size(self) -> int:
+        """Number of measurements."""
+        return len(self.kind)
+
+    def without(self, index: int) -> MeasurementSet:
+        """The same set with one measurement removed."""
+        keep = np.arange(self.size) != index
+        return MeasurementSet(
+            kind=self.kind[keep],
+            element=self.element[keep],
+            side=self.side[keep],
+            value=self.value[keep],
+            sigma=self.sigma[keep],
+            label=tuple(lbl for i, lbl in enumerate(self.label) if i != index),
+            pseudo=self.pseudo[keep],
+        )
+
+
+
+@dataclass(frozen=True)
+class _Channel:
+    kind_mag: Kind
+    kind_ang: Kind
+    element: int
+    side: Side
+    bus: int
+    is_bus: bool
+
+
+class MeasurementMap:
+    """Built once per agent: which reading of which device maps to which measurement function."""
+
+    def __init__(self, spec: AgentSpec, grid: GridModel) -> None:
+        self.grid = grid
+        self.sigmas: SigmaSpec = spec.estimator.sigmas
+        self.v_factor = 1.0 if spec.voltage_basis is VoltageBasis.LINE_TO_LINE else math.sqrt(3.0)
+        self._channels: dict[tuple[str, str], _Channel] = {}
+        for device in spec.devices:
+            if device.bus not in grid.bus_index:
+                raise SpecError(f"device {device.id}: bus {device.bus!r} is not in the grid")
+            bus = grid.bus_index[device.bus]
+            self._channels[(device.id, device.bus)] = _Channel(
+                Kind.VM, Kind.VA, bus, Side.FROM, bus, True
+            )
+            for name in device.branches:
+                ref = grid.branches.get(name)
+                if ref is None:
+                    raise SpecError(f"device {device.id}: branch {name!r} is not in the grid")
+                if bus == ref.from_bus:
+                    side = Side.FROM
+                elif bus == ref.to_bus:
+                    side = Side.TO
+                else:
+                    raise SpecError(f"device {device.id}: branch {name!r} does not touch its bus")
+                self._channels[(device.id, name)] = _Channel(
+                    Kind.I_MAG, Kind.I_ANG, ref.index, side, bus, False
+                )
+        self._pseudo = self._pseudo_injections()
+
+    def _pseudo_injections(self) -> list[tuple[Kind, int, float, float, str]]:
+        grid, s = self.grid, self.sigmas
+        p_nom, q_nom = grid.nominal_injection_pu()
+        gross = np.zeros(grid.n_bus)
+        np.add.at(gross, grid.load_bus, np.hypot(grid.load_p_pu, grid.load_q_pu))
+        np.add.at(gross, grid.sgen_bus, np.hypot(grid.sgen_p_pu, grid.sgen_q_pu))
+        out: list[tuple[Kind, int, float, float, str]] = []
+        names = {idx: name for name, idx in grid.bus_index.items()}
+        for bus in range(grid.n_bus):
+            if bus == grid.slack:
+                continue
+            name = names.get(bus, f"aux {bus}")
+            if gross[bus] == 0.0:
+                sigma = s.zero_injection_mw / grid.base_mva
+                out.append((Kind.P_INJ, bus, 0.0, sigma, f"{name}:zero_p"))
+                out.append((Kind.Q_INJ, bus, 0.0, sigma, f"{name}:zero_q"))
+            else:
+                sigma = s.pseudo_rel * gross[bus] + s.pseudo_floor_mw / grid.base_mva
+                out.append((Kind.P_INJ, bus, float(p_nom[bus]), sigma, f"{name}:pseudo_p"))
+                out.append((Kind.Q_INJ, bus, float(q_nom[bus]), sigma, f"{name}:pseudo_q"))
+        return out
+
+    def build(self, window: Window) -> MeasurementSet:
+        """Average phases per channel, convert to per unit, add pseudo and zero injections."""
+        sums: dict[tuple[str, str, Measurand], list[float]] = {}
+        for device, frame in window.frames.items():
+            for reading in frame.readings:
+                key = (device, reading.component, reading.measurand)
+                value = reading.data
+                if reading.measurand in (Measurand.VOLTANGLE, Measurand.CURRANGLE):
+                    value = _wrap(value + _PHASE_SHIFT[reading.phase])
+                sums.setdefault(key, []).append(value)
+        rows: list[tuple[Kind, int, int, float, float, str, bool]] = []
+        grid, s = self.grid, self.sigmas
+        for (device, component, measurand), values in sums.items():
+            channel = self._channels.get((device, component))
+            if channel is None:
+                continue
+            if measurand in (Measurand.VOLTANGLE, Measurand.CURRANGLE):
+                value = float(np.angle(np.mean(np.exp(1j * np.asarray(values)))))
+            else:
+                value = float(np.mean(values))
+            label = f"{device}:{component}:{measurand.value}"
+            vn_kv = float(grid.vn_kv[channel.bus])
+            if channel.is_bus and measurand is Measurand.VOLTMAGNITUDE:
+                vm = value * self.v_factor / (vn_kv * 1000.0)
+                rows.append((Kind.VM, channel.element, 0, vm, s.pmu_vm_rel * vm, label, False))
+            elif channel.is_bus and measurand is Measurand.VOLTANGLE:
+                rows.append((Kind.VA, channel.element, 0, value, s.pmu_va_rad, label, False))
+            elif channel.is_bus and measurand in (Measurand.ACTIVEPOWER, Measurand.REACTIVEPOWER):
+                kind = Kind.P_INJ if measurand is Measurand.ACTIVEPOWER else Kind.Q_INJ
+                pu = -3.0 * value / 1e6 / grid.base_mva  # consumption measured, injection modelled
+                sigma = s.meter_pq_rel * abs(pu) + s.pq_floor_mw / grid.base_mva
+                rows.append((kind, channel.element, 0, pu, sigma, label, False))
+            elif not channel.is_bus and measurand is Measurand.CURRMAGNITUDE:
+                i_pu = value / 1000.0 / grid.i_base_ka(channel.bus)
+                sigma = s.pmu_im_rel * i_pu + s.im_floor_ka / grid.i_base_ka(channel.bus)
+                rows.append((Kind.I_MAG, channel.element, channel.side, i_pu, sigma, label, False))
+            elif not channel.is_bus and measurand is Measurand.CURRANGLE:
+                rows.append(
+                    (Kind.I_ANG, channel.element, channel.side, value, s.pmu_ia_rad, label, False)
+                )
+            elif not channel.is_bus and measurand in (
+                Measurand.ACTIVEPOWER,
+                Measurand.REACTIVEPOWER,
+            ):
+                kind = Kind.P_FLOW if measurand is Measurand.ACTIVEPOWER else Kind.Q_FLOW
+                pu = 3.0 * value / 1e6 / grid.base_mva
+                sigma = s.meter_pq_rel * abs(pu) + s.pq_floor_mw / grid.base_mva
+                rows.append((kind, channel.element, channel.side, pu, sigma, label, False))
+        measured_inj = {(k, e) for k, e, *_ in rows if k in (Kind.P_INJ, Kind.Q_INJ)}
+        for kind, bus, value, sigma, label in self._pseudo:
+            if (kind, bus) not in measured_inj:
+                rows.append((kind, bus, 0, value, sigma, label, True))
+        _drop_weak_angle_magnitudes(rows)
+        return MeasurementSet(
+            kind=np.array([r[0] for r in rows], dtype=np.int64),
+            element=np.array([r[1] for r in rows], dtype=np.int64),
+            side=np.array([r[2] for r in rows], dtype=np.int64),
+            value=np.array([r[3] for r in rows], dtype=float),
+            sigma=np.array([r[4] for r in rows], dtype=float),
+            label=tuple(r[5] for r in rows),
+            pseudo=np.array([r[6] for r in rows], dtype=bool),
+        )
+
+
+def _drop_weak_angle_magnitudes(rows: list[tuple[Kind, int, int, float, float, str, bool]]) -> None:
+    """Current angles of near-zero currents carry no information: drop them."""
+    tiny = {(e, sd) for k, e, sd, v, *_ in rows if k is Kind.I_MAG and v < 1e-6}
+    rows[:] = [r for r in rows if not (r[0] is Kind.I_ANG and (r[1], r[2]) in tiny)]
+
+
+def _wrap(angle: float) -> float:
+    return (angle + math.pi) % (2.0 * math.pi) - math.pi

@@ -1,0 +1,195 @@
+"""Grid models: load a pandapower network once and keep the admittance matrices the engines use."""
+
+from __future__ import annotations
+
+import copy
+import importlib
+import logging
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+import scipy.sparse as sp
+
+from dsotp_streams.contracts.agent import GridSource, GridSpec
+from dsotp_streams.errors import ModelError
+
+__all__ = ["BranchRef", "GridModel", "load_grid", "load_pandapower_net"]
+
+log = logging.getLogger(__name__)
+
+FloatArray = npt.NDArray[np.float64]
+ComplexArray = npt.NDArray[np.complex128]
+IntArray = npt.NDArray[np.int64]
+BoolArray = npt.NDArray[np.bool_]
+
+
+@dataclass(frozen=True)
+class BranchRef:
+    """A line or transformer in the internal branch order."""
+
+    name: str
+    index: int
+    from_bus: int
+    to_bus: int
+
+
+def load_pandapower_net(spec: GridSpec, *, base_dir: Path | None = None) -> Any:
+    """Build the pandapower network a grid spec names."""
+    try:
+        if spec.source is GridSource.PANDAPOWER_NETWORK:
+            networks = importlib.import_module("pandapower.networks")
+            factory = getattr(networks, spec.name, None)
+            if factory is None:
+                raise ModelError(f"pandapower.networks has no network {spec.name!r}")
+            return factory(**spec.kwargs)
+        pandapower = importlib.import_module("pandapower")
+        path = Path(spec.name)
+        if not path.is_absolute() and base_dir is not None:
+            path = base_dir / path
+        return pandapower.from_json(str(path))
+    except ModelError:
+        raise
+    except Exception as exc:  # pandapower raises anything from KeyError to OSError
+        raise ModelError(f"cannot load grid {spec.name!r}: {exc}") from exc
+
+
+def _unique_names(frame: Any, prefix: str) -> list[str]:
+    names: list[str] = []
+    for idx, name in zip(frame.index, frame["name"], strict=True):
+        text = str(name) if isinstance(name, str) and name else f"{prefix} {idx}"
+        names.append(text)
+    if len(set(names)) != len(names):
+        names = [f"{n} [{i}]" for n, i in zip(names, frame.index, strict=True)]
+    return names
+
+
+@dataclass(frozen=True)
+class GridModel:
+    """A grid converted once: admittances, bus and branch maps, nominal injections (per unit)."""
+
+    net: Any
+    base_mva: float
+    ybus: sp.csr_matrix
+    yf: sp.csr_matrix
+    yt: sp.csr_matrix
+    cf: sp.csr_matrix
+    ct: sp.csr_matrix
+    f_bus: IntArray
+    t_bus: IntArray
+    vn_kv: FloatArray
+    slack: int
+    bus_names: tuple[str, ...]
+    bus_index: dict[str, int]
+    branches: dict[str, BranchRef]
+    load_p_pu: FloatArray
+    load_q_pu: FloatArray
+    sgen_p_pu: FloatArray
+    sgen_q_pu: FloatArray
+    load_bus: IntArray
+    sgen_bus: IntArray
+    v_slack: complex
+
+    @property
+    def n_bus(self) -> int:
+        """Buses in the internal model (including auxiliary buses of open switches)."""
+        return int(self.ybus.shape[0])
+
+    @property
+    def named_buses(self) -> list[tuple[str, int]]:
+        """The network's own buses as (name, internal index)."""
+        return [(name, self.bus_index[name]) for name in self.bus_names]
+
+    def i_base_ka(self, bus: int) -> float:
+        """Current base at an internal bus."""
+        return self.base_mva / (math.sqrt(3.0) * float(self.vn_kv[bus]))
+
+    def nominal_injection_pu(self) -> tuple[FloatArray, FloatArray]:
+        """Net injections (generation positive) per internal bus at nominal loads and generation."""
+        p = np.zeros(self.n_bus)
+        q = np.zeros(self.n_bus)
+        np.add.at(p, self.load_bus, -self.load_p_pu)
+        np.add.at(q, self.load_bus, -self.load_q_pu)
+        np.add.at(p, self.sgen_bus, self.sgen_p_pu)
+        np.add.at(q, self.sgen_bus, self.sgen_q_pu)
+        return p, q
+
+    @classmethod
+    def from_pandapower(cls, net: Any) -> GridModel:
+        """Convert a pandapower network (one power flow builds its internal model)."""
+        import pandapower as pp
+
+        net = copy.deepcopy(net)
+        if len(net.gen) or len(net.ext_grid) != 1:
+            raise ModelError(
+                "the WLS engine supports grids with exactly one external grid and no PV generators"
+            )
+        try:
+            pp.runpp(net, numba=False, calculate_voltage_angles=True)
+        except Exception as exc:
+            raise ModelError(f"initial power flow failed: {exc}") from exc
+        ppci = net._ppc["internal"]
+        base_mva = float(ppci["baseMVA"])
+        n = int(ppci["bus"].shape[0])
+        bus_lookup = np.asarray(net._pd2ppc_lookups["bus"], dtype=np.int64)
+        branch = ppci["branch"]
+        f_bus = branch[:, 0].real.astype(np.int64)
+        t_bus = branch[:, 1].real.astype(np.int64)
+        nbr = len(f_bus)
+        rows = np.arange(nbr)
+        cf = sp.csr_matrix((np.ones(nbr), (rows, f_bus)), shape=(nbr, n))
+        ct = sp.csr_matrix((np.ones(nbr), (rows, t_bus)), shape=(nbr, n))
+
+        bus_names = _unique_names(net.bus, "Bus")
+        bus_index = {
+            name: int(bus_lookup[idx]) for name, idx in zip(bus_names, net.bus.index, strict=True)
+        }
+        branches: dict[str, BranchRef] = {}
+        lookups = net._pd2ppc_lookups["branch"]
+        for element, prefix in (("line", "Line"), ("trafo", "Trafo")):
+            if element not in lookups:
+                continue
+            start, _end = lookups[element]
+            table = getattr(net, element)
+            for pos, name in enumerate(_unique_names(table, prefix)):
+                k = start + pos
+                branches[name] = BranchRef(name, k, int(f_bus[k]), int(t_bus[k]))
+
+        in_load = net.load[net.load.in_service]
+        in_sgen = net.sgen[net.sgen.in_service]
+        scale_load = in_load["scaling"].to_numpy(float) if "scaling" in in_load else 1.0
+        scale_sgen = in_sgen["scaling"].to_numpy(float) if "scaling" in in_sgen else 1.0
+        slack = int(bus_lookup[int(net.ext_grid.bus.iloc[0])])
+        vm_slack = float(net.ext_grid.vm_pu.iloc[0])
+        va_slack = math.radians(float(net.ext_grid.va_degree.iloc[0]))
+        return cls(
+            net=net,
+            base_mva=base_mva,
+            ybus=sp.csr_matrix(ppci["Ybus"]),
+            yf=sp.csr_matrix(ppci["Yf"]),
+            yt=sp.csr_matrix(ppci["Yt"]),
+            cf=cf,
+            ct=ct,
+            f_bus=f_bus,
+            t_bus=t_bus,
+            vn_kv=ppci["bus"][:, 9].real.astype(float),
+            slack=slack,
+            bus_names=tuple(bus_names),
+            bus_index=bus_index,
+            branches=branches,
+            load_p_pu=in_load.p_mw.to_numpy(float) * scale_load / base_mva,
+            load_q_pu=in_load.q_mvar.to_numpy(float) * scale_load / base_mva,
+            sgen_p_pu=in_sgen.p_mw.to_numpy(float) * scale_sgen / base_mva,
+            sgen_q_pu=in_sgen.q_mvar.to_numpy(float) * scale_sgen / base_mva,
+            load_bus=bus_lookup[in_load.bus.to_numpy(int)],
+            sgen_bus=bus_lookup[in_sgen.bus.to_numpy(int)],
+            v_slack=vm_slack * complex(math.cos(va_slack), math.sin(va_slack)),
+        )
+
+
+def load_grid(spec: GridSpec, *, base_dir: Path | None = None) -> GridModel:
+    """Load and convert the grid an agent spec names."""
+    return GridModel.from_pandapower(load_pandapower_net(spec, base_dir=base_dir))

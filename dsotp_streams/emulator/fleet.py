@@ -1,0 +1,144 @@
+"""Emulate the PMUs of one area: profiles -> power flow -> noisy phasor frames and the true state."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from datetime import datetime
+
+import numpy as np
+
+from dsotp_streams.contracts.agent import AgentSpec, VoltageBasis
+from dsotp_streams.contracts.frames import Measurand, Phase, PmuFrame, Reading
+from dsotp_streams.contracts.messages import TrueState
+from dsotp_streams.core.grid import ComplexArray, GridModel
+from dsotp_streams.core.powerflow import run_power_flow
+
+__all__ = ["TVE_SIGMA_FACTOR", "EmulatedInstant", "PmuFleet"]
+
+# P(TVE > k sigma) = exp(-k^2 / 2): k = 3.72 puts 99.9 % of frames inside the TVE bound.
+TVE_SIGMA_FACTOR = 3.72
+
+
+@dataclass(frozen=True)
+class EmulatedInstant:
+    """One reporting instant: a frame per device and the true state behind them."""
+
+    frames: list[PmuFrame]
+    truth: TrueState
+    v: ComplexArray
+
+
+class PmuFleet:
+    """All emulated PMUs of one area, stepping through time."""
+
+    def __init__(self, spec: AgentSpec, grid: GridModel) -> None:
+        self.spec = spec
+        self.grid = grid
+        e = spec.emulator
+        self.rng = np.random.default_rng(e.seed)
+        self.sigma = e.tve_percent / 100.0 / TVE_SIGMA_FACTOR
+        self.v_factor = 1.0 if spec.voltage_basis is VoltageBasis.LINE_TO_LINE else math.sqrt(3.0)
+        self._t0: float | None = None
+        self._load_ou = np.zeros(len(grid.load_p_pu))
+        self._wind_ou = 0.0
+        self._last_t = 0.0
+        self._v: ComplexArray | None = None
+        self._devices = []
+        for device in spec.devices:
+            bus = grid.bus_index[device.bus]
+            branches = []
+            for name in device.branches:
+                ref = grid.branches[name]
+                branches.append((name, ref.index, ref.from_bus == bus))
+            self._devices.append((device.id, device.bus, bus, branches))
+        self._is_wind = np.array(
+            [str(t).upper() in ("WP", "WIND") for t in grid.net.sgen[grid.net.sgen.in_service].type]
+        )
+
+    def injections(self, t_s: float) -> tuple[np.ndarray, np.ndarray]:
+        """Net injections (per unit) at t_s seconds after start: daily-like swing plus noise."""
+        e = self.spec.emulator
+        dt = max(0.0, t_s - self._last_t)
+        self._last_t = t_s
+        tau = max(e.profile_period_s / 10.0, 1e-6)
+        decay = math.exp(-dt / tau)
+        spread = math.sqrt(max(0.0, 1.0 - decay**2))
+        self._load_ou = self._load_ou * decay + spread * self.rng.standard_normal(
+            len(self._load_ou)
+        )
+        self._wind_ou = self._wind_ou * decay + spread * float(self.rng.standard_normal())
+        phase = 2.0 * math.pi * t_s / e.profile_period_s
+        load_factor = 1.0 + e.load_variation * (0.7 * math.sin(phase) + 0.3 * self._load_ou)
+        pv_factor = max(0.0, math.sin(phase + 0.5))
+        wind_factor = min(1.0, max(0.0, 0.6 + 0.3 * self._wind_ou))
+        gen_factor = np.where(self._is_wind, wind_factor, pv_factor)
+        g = self.grid
+        p = np.zeros(g.n_bus)
+        q = np.zeros(g.n_bus)
+        np.add.at(p, g.load_bus, -g.load_p_pu * load_factor)
+        np.add.at(q, g.load_bus, -g.load_q_pu * load_factor)
+        np.add.at(p, g.sgen_bus, g.sgen_p_pu * gen_factor)
+        np.add.at(q, g.sgen_bus, g.sgen_q_pu * gen_factor)
+        return p, q
+
+    def step(self, ts: datetime) -> EmulatedInstant:
+        """Frames of every device and the true state at instant ts."""
+        t = ts.timestamp()
+        if self._t0 is None:
+            self._t0 = t
+        p, q = self.injections(t - self._t0)
+        v = run_power_flow(self.grid, p_pu=p, q_pu=q, v0=self._v)
+        self._v = v
+        return EmulatedInstant(self._frames(ts, v), self._truth(ts, v), v)
+
+    def _noisy(self, phasor: complex) -> tuple[float, float]:
+        mag = abs(phasor) * (1.0 + self.sigma * float(self.rng.standard_normal()))
+        ang = math.atan2(phasor.imag, phasor.real) + self.sigma * float(self.rng.standard_normal())
+        return mag, ang
+
+    def _frames(self, ts: datetime, v: ComplexArray) -> list[PmuFrame]:
+        g = self.grid
+        i_from = g.yf @ v
+        i_to = g.yt @ v
+        freq = self.spec.emulator.frequency_hz
+        frames = []
+        for device_id, bus_name, bus, branches in self._devices:
+            v_base = float(g.vn_kv[bus]) * 1000.0 / self.v_factor
+            vm, va = self._noisy(complex(v[bus]) * v_base)
+            readings = [
+                Reading(component=bus_name, measurand=Measurand.VOLTMAGNITUDE, phase=Phase.A,
+                        data=vm),
+                Reading(component=bus_name, measurand=Measurand.VOLTANGLE, phase=Phase.A,
+                        data=va),
+            ]
+            i_base_a = g.i_base_ka(bus) * 1000.0
+            for name, index, at_from in branches:
+                im, ia = self._noisy(complex(i_from[index] if at_from else i_to[index]) * i_base_a)
+                readings.append(
+                    Reading(component=name, measurand=Measurand.CURRMAGNITUDE, phase=Phase.A,
+                            data=im)
+                )
+                readings.append(
+                    Reading(component=name, measurand=Measurand.CURRANGLE, phase=Phase.A, data=ia)
+                )
+            readings.append(
+                Reading(
+                    component=bus_name,
+                    measurand=Measurand.FREQUENCY,
+                    phase=Phase.A,
+                    data=freq + 0.002 * float(self.rng.standard_normal()),
+                )
+            )
+            frames.append(PmuFrame(device=device_id, timestamp=ts, readings=readings))
+        return frames
+
+    def _truth(self, ts: datetime, v: ComplexArray) -> TrueState:
+        g = self.grid
+        named = g.named_buses
+        return TrueState(
+            area=self.spec.area,
+            timestamp=ts,
+            vm_pu={name: float(abs(v[idx])) for name, idx in named},
+            va_deg={name: math.degrees(float(np.angle(v[idx]))) for name, idx in named},
+        )

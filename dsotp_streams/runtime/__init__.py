@@ -1,0 +1,1 @@
+"""Runtimes that move values between the core functions: in-process asyncio (embedded)."""

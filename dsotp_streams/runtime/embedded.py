@@ -1,0 +1,365 @@
+"""The embedded runtime: one asyncio loop, stages joined by bounded queues, CPU work in threads."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from collections import OrderedDict
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime, timedelta
+
+import aiomqtt
+
+from dsotp_streams.adapters.mqtt import MqttEndpoint, Topics, connect
+from dsotp_streams.contracts.agent import AgentSpec
+from dsotp_streams.contracts.frames import parse_frame
+from dsotp_streams.contracts.messages import (
+    DeadLetter,
+    EstimateStatus,
+    StateEstimate,
+    TrueState,
+    Window,
+)
+from dsotp_streams.contracts.sogno import estimate_to_sogno
+from dsotp_streams.core.alignment import Aligner, AlignOutcome, slot_of
+from dsotp_streams.core.estimation import Estimator
+from dsotp_streams.core.grid import GridModel
+from dsotp_streams.emulator import PmuFleet
+from dsotp_streams.errors import FrameError, TransportError
+from dsotp_streams.settings import Settings
+
+__all__ = ["AreaPipeline", "Emulator", "EmulatorStats", "PipelineStats"]
+
+log = logging.getLogger(__name__)
+
+
+def _utcnow() -> datetime:
+    return datetime.now(tz=UTC)
+
+
+@dataclass
+class PipelineStats:
+    """What an area pipeline has seen and done."""
+
+    messages_in: int = 0
+    frames_valid: int = 0
+    dead_letters: int = 0
+    invalid: int = 0
+    late: int = 0
+    duplicate: int = 0
+    unknown_device: int = 0
+    future: int = 0
+    windows: int = 0
+    windows_incomplete: int = 0
+    windows_skipped: int = 0
+    estimates_published: int = 0
+    estimates_ok: int = 0
+    estimates_failed: int = 0
+    publish_errors: int = 0
+    reconnects: int = 0
+    lag_ms: float = 0.0
+    lag_ms_max: float = 0.0
+    estimate_ms: float = 0.0
+    max_true_dvm_pu: float = 0.0
+
+
+@dataclass
+class EmulatorStats:
+    """What the emulator has published."""
+
+    instants: int = 0
+    frames: int = 0
+    instants_behind: int = 0
+
+
+class AreaPipeline:
+    """Bridge -> align -> estimate -> publish for one area, on one MQTT connection."""
+
+    def __init__(
+        self,
+        *,
+        spec: AgentSpec,
+        grid: GridModel,
+        settings: Settings,
+        endpoint: MqttEndpoint,
+        client_id: str | None = None,
+    ) -> None:
+        self.spec = spec
+        self.settings = settings
+        self.endpoint = endpoint
+        self.topics = Topics(settings.mqtt.topic_prefix, spec.area)
+        self.client_id = client_id or f"{settings.mqtt.client_id_prefix}-{spec.area}-pipeline"
+        self.estimator = Estimator(spec, grid)
+        self.vn_kv = {name: float(grid.vn_kv[idx]) for name, idx in grid.named_buses}
+        self.aligner = Aligner(
+            area=spec.area,
+            devices=spec.device_ids,
+            period_s=1.0 / spec.window.rate_hz,
+            wait_s=spec.window.wait_ms / 1000.0,
+            max_open_windows=spec.window.max_open_windows,
+        )
+        self.stats = PipelineStats()
+        self.ready = asyncio.Event()
+        self._windows: asyncio.Queue[Window] = asyncio.Queue(settings.runtime.window_queue_size)
+        self._truth: OrderedDict[int, TrueState] = OrderedDict()
+        self._client: aiomqtt.Client | None = None
+        self._draining = False
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Run until stop is set, then close open windows, estimate them and return."""
+        estimator_task = asyncio.create_task(self._estimate_loop(), name="estimate")
+        backoff = 0.5
+        try:
+            while not stop.is_set():
+                try:
+                    await self._connected(stop)
+                    backoff = 0.5
+                except TransportError as exc:
+                    self._client = None
+                    self.ready.clear()
+                    self.stats.reconnects += 1
+                    log.warning("MQTT connection lost (%s); reconnecting in %.1f s", exc, backoff)
+                    try:
+                        await asyncio.wait_for(stop.wait(), timeout=backoff)
+                    except TimeoutError:
+                        pass
+                    backoff = min(backoff * 2, self.settings.mqtt.reconnect_backoff_max_s)
+        finally:
+            await self._drain()
+            estimator_task.cancel()
+            await asyncio.gather(estimator_task, return_exceptions=True)
+
+    async def _connected(self, stop: asyncio.Event) -> None:
+        mqtt = self.settings.mqtt
+        async with connect(
+            self.endpoint,
+            client_id=self.client_id,
+            clean_session=False,
+            keepalive_s=mqtt.keepalive_s,
+        ) as client:
+            self._client = client
+            await client.subscribe(self.topics.pmu_wildcard, qos=mqtt.qos)
+            await client.subscribe(self.topics.truth, qos=0)
+            self.ready.set()
+            ticker = asyncio.create_task(self._tick_loop(), name="tick")
+            status = asyncio.create_task(self._status_loop(), name="status")
+            reader = asyncio.create_task(self._read_loop(client), name="read")
+            stopper = asyncio.create_task(stop.wait(), name="stop")
+            try:
+                done, _pending = await asyncio.wait(
+                    {reader, stopper}, return_when=asyncio.FIRST_COMPLETED
+                )
+                if reader in done:
+                    reader.result()
+            except aiomqtt.MqttError as exc:
+                raise TransportError(str(exc)) from exc
+            finally:
+                for task in (ticker, status, reader, stopper):
+                    task.cancel()
+                await asyncio.gather(ticker, status, reader, stopper, return_exceptions=True)
+                await self._drain()
+
+    async def _read_loop(self, client: aiomqtt.Client) -> None:
+        async for message in client.messages:
+            await self.handle(str(message.topic), message.payload)
+
+    async def handle(self, topic: str, payload: object) -> None:
+        """One MQTT message: truth is kept, frames are validated and aligned, the rest dead-lettered."""
+        raw = payload if isinstance(payload, bytes | bytearray) else str(payload).encode()
+        if topic == self.topics.truth:
+            try:
+                truth = TrueState.model_validate_json(raw)
+            except ValueError:
+                return
+            self._truth[slot_of(truth.timestamp, period_ns=self.aligner.period_ns)] = truth
+            while len(self._truth) > self.settings.runtime.truth_history:
+                self._truth.popitem(last=False)
+            return
+        self.stats.messages_in += 1
+        if len(raw) > self.settings.mqtt.max_payload_bytes:
+            self.stats.invalid += 1
+            await self._dead_letter(topic, raw, f"payload of {len(raw)} bytes exceeds the limit")
+            return
+        try:
+            frame = parse_frame(bytes(raw))
+        except FrameError as exc:
+            self.stats.invalid += 1
+            await self._dead_letter(topic, raw, f"invalid frame: {exc}")
+            return
+        outcome = self.aligner.add(frame, now=_utcnow())
+        if outcome is AlignOutcome.ACCEPTED:
+            self.stats.frames_valid += 1
+            await self._close_windows()
+            return
+        counter = outcome.value
+        setattr(self.stats, counter, getattr(self.stats, counter) + 1)
+        reasons = {
+            AlignOutcome.LATE: "late: its window was already closed",
+            AlignOutcome.DUPLICATE: "duplicate: the device already reported this instant",
+            AlignOutcome.UNKNOWN_DEVICE: f"unknown device {frame.device!r} for area "
+            f"{self.spec.area!r}",
+            AlignOutcome.FUTURE: "timestamp too far in the future",
+        }
+        await self._dead_letter(topic, raw, reasons[outcome], device=frame.device)
+
+    async def _close_windows(self) -> None:
+        for window in self.aligner.poll(now=_utcnow()):
+            self.stats.windows += 1
+            if window.missing_devices:
+                self.stats.windows_incomplete += 1
+            if self._windows.full():
+                skipped = self._windows.get_nowait()
+                self._windows.task_done()
+                self.stats.windows_skipped += 1
+                await self._publish_estimate(
+                    StateEstimate(
+                        area=self.spec.area,
+                        window_start=skipped.window_start,
+                        status=EstimateStatus.SKIPPED,
+                        reason="estimator behind: window queue full",
+                        engine=self.estimator.engine,
+                    )
+                )
+            self._windows.put_nowait(window)
+
+    async def _tick_loop(self) -> None:
+        period = 1.0 / self.spec.window.rate_hz
+        while True:
+            await asyncio.sleep(period / 2)
+            await self._close_windows()
+
+    async def _estimate_loop(self) -> None:
+        while True:
+            window = await self._windows.get()
+            try:
+                truth = self._truth.get(
+                    slot_of(window.window_start, period_ns=self.aligner.period_ns)
+                )
+                estimate = await asyncio.to_thread(self.estimator.estimate, window, truth=truth)
+                await self._publish_estimate(estimate)
+            finally:
+                self._windows.task_done()
+
+    async def _publish_estimate(self, estimate: StateEstimate) -> None:
+        lag_ms = (_utcnow() - estimate.window_start) / timedelta(milliseconds=1)
+        self.stats.lag_ms = lag_ms
+        self.stats.lag_ms_max = max(self.stats.lag_ms_max, lag_ms)
+        self.stats.estimate_ms = estimate.runtime_ms
+        if estimate.status is EstimateStatus.OK:
+            self.stats.estimates_ok += 1
+        else:
+            self.stats.estimates_failed += 1
+        if estimate.max_true_dvm_pu is not None:
+            self.stats.max_true_dvm_pu = max(self.stats.max_true_dvm_pu, estimate.max_true_dvm_pu)
+        qos = self.settings.mqtt.qos
+        ok = await self._publish(self.topics.state, estimate.model_dump_json(), qos=qos)
+        if ok and estimate.buses:
+            sogno = json.dumps(estimate_to_sogno(estimate, vn_kv=self.vn_kv))
+            await self._publish(self.topics.state_sogno, sogno, qos=qos)
+        if ok:
+            self.stats.estimates_published += 1
+
+    async def _dead_letter(
+        self, topic: str, raw: bytes | bytearray, reason: str, *, device: str | None = None
+    ) -> None:
+        self.stats.dead_letters += 1
+        letter = DeadLetter(
+            topic=topic,
+            reason=reason,
+            received_at=_utcnow(),
+            payload=bytes(raw[:4096]).decode("utf-8", errors="replace"),
+            device=device,
+        )
+        log.info("dead letter from %s: %s", topic, reason)
+        await self._publish(self.topics.deadletter, letter.model_dump_json(), qos=1)
+
+    async def _publish(self, topic: str, payload: str, *, qos: int, retain: bool = False) -> bool:
+        client = self._client
+        if client is None:
+            self.stats.publish_errors += 1
+            return False
+        try:
+            await client.publish(topic, payload, qos=qos, retain=retain)
+        except aiomqtt.MqttError as exc:
+            self.stats.publish_errors += 1
+            log.warning("publish to %s failed: %s", topic, exc)
+            return False
+        return True
+
+    async def _status_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.settings.runtime.status_interval_s)
+            status = {"area": self.spec.area, "ts": _utcnow().isoformat(), **asdict(self.stats)}
+            await self._publish(self.topics.status, json.dumps(status), qos=0, retain=True)
+
+    async def _drain(self) -> None:
+        if self._draining:
+            return
+        self._draining = True
+        try:
+            await self._close_windows()
+            for window in self.aligner.flush(now=_utcnow()):
+                self.stats.windows += 1
+                if window.missing_devices:
+                    self.stats.windows_incomplete += 1
+                await self._windows.put(window)
+            await asyncio.wait_for(self._windows.join(), timeout=30.0)
+        except TimeoutError:
+            log.warning("estimates still pending at shutdown: %d", self._windows.qsize())
+        finally:
+            self._draining = False
+
+
+class Emulator:
+    """Publish an emulated PMU fleet's frames (and the true state) at the reporting rate."""
+
+    def __init__(
+        self,
+        *,
+        spec: AgentSpec,
+        grid: GridModel,
+        settings: Settings,
+        endpoint: MqttEndpoint,
+    ) -> None:
+        self.spec = spec
+        self.settings = settings
+        self.endpoint = endpoint
+        self.fleet = PmuFleet(spec, grid)
+        self.topics = Topics(settings.mqtt.topic_prefix, spec.area)
+        self.stats = EmulatorStats()
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Publish one instant per period until stop is set."""
+        period = 1.0 / self.spec.window.rate_hz
+        qos = self.settings.mqtt.qos
+        async with connect(
+            self.endpoint,
+            client_id=f"{self.settings.mqtt.client_id_prefix}-{self.spec.area}-emulator",
+        ) as client:
+            next_slot = (int(time.time() / period) + 1) * period
+            while not stop.is_set():
+                delay = next_slot - time.time()
+                if delay > 0:
+                    try:
+                        await asyncio.wait_for(stop.wait(), timeout=delay)
+                        break
+                    except TimeoutError:
+                        pass
+                ts = datetime.fromtimestamp(round(next_slot, 6), tz=UTC)
+                instant = await asyncio.to_thread(self.fleet.step, ts)
+                await client.publish(
+                    self.topics.truth, instant.truth.model_dump_json(), qos=0, retain=True
+                )
+                for frame in instant.frames:
+                    await client.publish(
+                        self.topics.pmu(frame.device), frame.model_dump_json(), qos=qos
+                    )
+                self.stats.instants += 1
+                self.stats.frames += len(instant.frames)
+                next_slot += period
+                behind = int((time.time() - next_slot) / period)
+                if behind > 0:
+                    self.stats.instants_behind += behind
+                    next_slot += behind * period

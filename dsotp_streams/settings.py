@@ -1,0 +1,59 @@
+"""One frozen settings object, built once at start-up (DSOTP_ prefix, nested with __)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+__all__ = ["MqttSettings", "RuntimeSettings", "Settings", "default_data_dir"]
+
+
+def default_data_dir() -> Path:
+    """The shared reference data beside the checkout (`../shared/datasets`)."""
+    return Path(__file__).resolve().parents[2] / "shared" / "datasets"
+
+
+class MqttSettings(BaseModel):
+    """How to reach the MQTT databus; with no `url`, `dsotp demo` starts an embedded broker."""
+
+    model_config = ConfigDict(frozen=True)
+
+    url: str | None = Field(
+        default=None, description="mqtt://user:pass@host:port of an external broker"
+    )
+    host: str = "127.0.0.1"
+    port: int = Field(default=1883, ge=1, le=65535)
+    username: str | None = None
+    password: SecretStr | None = None
+    topic_prefix: str = "dsotp"
+    qos: int = Field(default=1, ge=0, le=2)
+    client_id_prefix: str = "dsotp"
+    keepalive_s: int = Field(default=30, ge=5)
+    reconnect_backoff_max_s: float = Field(default=10.0, gt=0)
+    max_payload_bytes: int = Field(default=256_000, gt=0)
+
+
+class RuntimeSettings(BaseModel):
+    """Bounds of the embedded runtime."""
+
+    model_config = ConfigDict(frozen=True)
+
+    window_queue_size: int = Field(default=64, ge=1)
+    status_interval_s: float = Field(default=1.0, gt=0)
+    truth_history: int = Field(default=2048, ge=1)
+
+
+class Settings(BaseSettings):
+    """All settings of a dsotp process; environment variables `DSOTP_...`, nested `DSOTP_MQTT__PORT`."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="DSOTP_", env_nested_delimiter="__", frozen=True, extra="ignore"
+    )
+
+    mqtt: MqttSettings = MqttSettings()
+    runtime: RuntimeSettings = RuntimeSettings()
+    agent_file: Path = Path("agents/cigre-mv.yaml")
+    data_dir: Path = Field(default_factory=default_data_dir)
+    log_level: str = "WARNING"
