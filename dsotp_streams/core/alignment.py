@@ -67,12 +67,14 @@ class Aligner:
         period_s: float,
         wait_s: float,
         max_open_windows: int = 256,
+        max_future_s: float = 5.0,
     ) -> None:
         self.area = area
         self.devices = devices
         self.period_ns = max(1, int(round(period_s * _NS)))
         self.wait_ns = int(round(wait_s * _NS))
         self.max_open_windows = max_open_windows
+        self.max_future_ns = int(round(max_future_s * _NS))
         self.counters = AlignCounters()
         self._open: dict[int, _Open] = {}
         self._last_closed: int | None = None
@@ -94,8 +96,7 @@ class Aligner:
         slot = slot_of(frame.timestamp, period_ns=self.period_ns)
         if self._last_closed is not None and slot <= self._last_closed:
             return AlignOutcome.LATE
-        horizon = _ns(now) + self.max_open_windows * self.period_ns
-        if slot * self.period_ns > horizon:
+        if slot * self.period_ns > _ns(now) + self.max_future_ns:
             return AlignOutcome.FUTURE
         window = self._open.setdefault(slot, _Open())
         if frame.device in window.frames:

@@ -99,6 +99,7 @@ class AreaPipeline:
             period_s=1.0 / spec.window.rate_hz,
             wait_s=spec.window.wait_ms / 1000.0,
             max_open_windows=spec.window.max_open_windows,
+            max_future_s=spec.window.max_future_s,
         )
         self.stats = PipelineStats()
         self.ready = asyncio.Event()

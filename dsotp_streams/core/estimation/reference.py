@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import logging
 import math
+import warnings
 from typing import Any
 
 import numpy as np
@@ -51,7 +52,9 @@ def solve_pandapower(grid: GridModel, ms: MeasurementSet) -> ComplexArray:
                 side=pp_side,
             )
     try:
-        ok = estimate(net, algorithm="wls", init="flat", calculate_voltage_angles=True)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # pandapower's own pandas and numba warnings
+            ok = estimate(net, algorithm="wls", init="flat")
     except Exception as exc:
         raise NotObservableError(f"pandapower estimate failed: {exc}") from exc
     if not ok:

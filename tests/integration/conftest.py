@@ -1,0 +1,152 @@
+"""Real MQTT brokers on loopback: Mosquitto and RabbitMQ (MQTT plugin), started per session."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from dsotp_streams.adapters.mqtt import MqttEndpoint
+
+RABBIT_BIN = Path("/usr/lib/rabbitmq/bin/rabbitmq-server")
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _wait_port(port: int, *, timeout_s: float, proc: subprocess.Popen[bytes], log: Path) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"broker exited with {proc.returncode}: {log.read_text()[-2000:]}")
+        with socket.socket() as sock:
+            if sock.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.1)
+    raise RuntimeError(f"broker did not open port {port} in {timeout_s} s: {log.read_text()[-2000:]}")
+
+
+def _stop(proc: subprocess.Popen[bytes]) -> None:
+    if proc.poll() is None:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=5)
+
+
+@pytest.fixture(scope="session")
+def mosquitto(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MqttEndpoint]:
+    """Mosquitto on a free loopback port, with a queue deep enough not to drop QoS 1 messages."""
+    binary = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
+    assert Path(binary).exists(), "mosquitto is not installed: run scripts/test.sh"
+    folder = tmp_path_factory.mktemp("mosquitto")
+    port = free_port()
+    conf = folder / "mosquitto.conf"
+    conf.write_text(
+        f"listener {port} 127.0.0.1\n"
+        "allow_anonymous true\n"
+        "persistence false\n"
+        "max_queued_messages 100000\n"
+        "max_inflight_messages 0\n",
+        encoding="utf-8",
+    )
+    log = folder / "mosquitto.log"
+    with log.open("wb") as out:
+        proc = subprocess.Popen(
+            [binary, "-c", str(conf)], stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+        )
+    try:
+        _wait_port(port, timeout_s=10, proc=proc, log=log)
+        yield MqttEndpoint("127.0.0.1", port)
+    finally:
+        _stop(proc)
+
+
+@pytest.fixture(scope="session")
+def rabbitmq(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MqttEndpoint]:
+    """RabbitMQ with its MQTT plugin, node kept on loopback, state in a temporary folder."""
+    assert RABBIT_BIN.exists(), "rabbitmq-server is not installed: run scripts/test.sh"
+    folder = tmp_path_factory.mktemp("rabbitmq")
+    mqtt_port, amqp_port, dist_port = free_port(), free_port(), free_port()
+    (folder / "rabbitmq.conf").write_text(
+        f"listeners.tcp.default = 127.0.0.1:{amqp_port}\n"
+        f"mqtt.listeners.tcp.default = 127.0.0.1:{mqtt_port}\n"
+        "mqtt.allow_anonymous = false\n"
+        "default_user = dsotp\n"
+        "default_pass = dsotp-test\n"
+        "loopback_users = none\n",
+        encoding="utf-8",
+    )
+    (folder / "enabled_plugins").write_text("[rabbitmq_mqtt].\n", encoding="utf-8")
+    env = {
+        **os.environ,
+        "HOME": str(folder),
+        "RABBITMQ_NODENAME": f"dsotp{mqtt_port}@localhost",
+        "RABBITMQ_NODE_IP_ADDRESS": "127.0.0.1",
+        "ERL_EPMD_ADDRESS": "127.0.0.1",
+        "RABBITMQ_DIST_PORT": str(dist_port),
+        "RABBITMQ_CONFIG_FILE": str(folder / "rabbitmq"),
+        "RABBITMQ_ENABLED_PLUGINS_FILE": str(folder / "enabled_plugins"),
+        "RABBITMQ_MNESIA_BASE": str(folder / "mnesia"),
+        "RABBITMQ_LOG_BASE": str(folder / "log"),
+        "RABBITMQ_PID_FILE": str(folder / "rabbitmq.pid"),
+        "RABBITMQ_SERVER_ADDITIONAL_ERL_ARGS": "-kernel inet_dist_use_interface {127,0,0,1}",
+    }
+    log = folder / "rabbitmq.out"
+    with log.open("wb") as out:
+        proc = subprocess.Popen(
+            [str(RABBIT_BIN)], stdout=out, stderr=subprocess.STDOUT, env=env,
+            start_new_session=True,
+        )
+    try:
+        _wait_port(mqtt_port, timeout_s=90, proc=proc, log=log)
+        yield MqttEndpoint("127.0.0.1", mqtt_port, username="dsotp", password="dsotp-test")
+    finally:
+        _stop(proc)
+
+
+@pytest.fixture(scope="session")
+def amqtt() -> Iterator[MqttEndpoint]:
+    """The embedded amqtt broker, in a thread of its own so that blocking clients can use it."""
+    import asyncio
+    import threading
+
+    from dsotp_streams.adapters.mqtt import EmbeddedBroker
+
+    port = free_port()
+    started = threading.Event()
+    loop = asyncio.new_event_loop()
+    stop = asyncio.Event()
+    errors: list[BaseException] = []
+
+    async def serve() -> None:
+        try:
+            async with EmbeddedBroker(port=port):
+                started.set()
+                await stop.wait()
+        except BaseException as exc:  # reported to the test below
+            errors.append(exc)
+            started.set()
+
+    thread = threading.Thread(target=loop.run_until_complete, args=(serve(),), daemon=True)
+    thread.start()
+    assert started.wait(15), "embedded broker did not start"
+    assert not errors, errors
+    try:
+        yield MqttEndpoint("127.0.0.1", port)
+    finally:
+        loop.call_soon_threadsafe(stop.set)
+        thread.join(timeout=10)
+        loop.close()
