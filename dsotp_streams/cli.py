@@ -28,7 +28,9 @@ from dsotp_streams.settings import MqttSettings, Settings
 
 __all__ = ["app", "main"]
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, help="dsotp-streams: PMU streams to grid state.")
+app = typer.Typer(
+    add_completion=False, no_args_is_help=True, help="dsotp-streams: PMU streams to grid state."
+)
 console = Console(stderr=False)
 log = logging.getLogger("dsotp_streams")
 
@@ -45,7 +47,9 @@ RateOpt = Annotated[
 ]
 
 
-def _setup(agent: Path | None, mqtt_url: str | None, mqtt_port: int | None) -> tuple[Settings, AgentSpec]:
+def _setup(
+    agent: Path | None, mqtt_url: str | None, mqtt_port: int | None
+) -> tuple[Settings, AgentSpec]:
     base = Settings()
     mqtt = base.mqtt.model_dump()
     if mqtt_url is not None:
@@ -90,7 +94,10 @@ def _table(emulator: EmulatorStats | None, pipeline: PipelineStats) -> Table:
     table.add_column("value", justify="right")
     rows: list[tuple[str, str]] = []
     if emulator is not None:
-        rows += [("instants emulated", str(emulator.instants)), ("frames published", str(emulator.frames))]
+        rows += [
+            ("instants emulated", str(emulator.instants)),
+            ("frames published", str(emulator.frames)),
+        ]
     p = pipeline
     rows += [
         ("frames in", str(p.messages_in)),
@@ -260,5 +267,3 @@ def main() -> None:
     except DsotpError as exc:
         Console(stderr=True).print(f"[red]error:[/] {exc}")
         sys.exit(2)
-
-

@@ -46,7 +46,7 @@ class RuntimeSettings(BaseModel):
 
 
 class Settings(BaseSettings):
-    """All settings of a dsotp process; environment variables `DSOTP_...`, nested `DSOTP_MQTT__PORT`."""
+    """All settings of a dsotp process: environment `DSOTP_...`, nested `DSOTP_MQTT__PORT`."""
 
     model_config = SettingsConfigDict(
         env_prefix="DSOTP_", env_nested_delimiter="__", frozen=True, extra="ignore"

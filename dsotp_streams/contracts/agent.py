@@ -60,7 +60,9 @@ class WindowSpec(_Frozen):
     rate_hz: float = Field(default=10.0, gt=0, le=120)
     wait_ms: float = Field(default=150.0, ge=0, le=60_000)
     max_open_windows: int = Field(default=256, ge=1)
-    max_future_s: float = Field(default=5.0, gt=0, description="reject frames stamped further ahead")
+    max_future_s: float = Field(
+        default=5.0, gt=0, description="reject frames stamped further ahead"
+    )
 
 
 class SigmaSpec(_Frozen):

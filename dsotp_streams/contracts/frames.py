@@ -84,7 +84,9 @@ def to_utc(value: Any) -> datetime:
         try:
             ts = datetime.fromisoformat(text.replace("Z", "+00:00"))
         except ValueError as exc:
-            raise ValueError(f"timestamp {value!r} is neither ISO-8601 nor an epoch number") from exc
+            raise ValueError(
+                f"timestamp {value!r} is neither ISO-8601 nor an epoch number"
+            ) from exc
     else:
         raise ValueError(f"timestamp of type {type(value).__name__} is not understood")
     if ts.tzinfo is None:

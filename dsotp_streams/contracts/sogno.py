@@ -10,9 +10,7 @@ from dsotp_streams.contracts.messages import StateEstimate
 __all__ = ["estimate_to_sogno"]
 
 
-def estimate_to_sogno(
-    estimate: StateEstimate, *, vn_kv: dict[str, float]
-) -> list[dict[str, Any]]:
+def estimate_to_sogno(estimate: StateEstimate, *, vn_kv: dict[str, float]) -> list[dict[str, Any]]:
     """Per bus: phase-to-ground voltage magnitude (V) and angle (rad) in the SOGNO output format."""
     timestamp = estimate.window_start.isoformat()
     out: list[dict[str, Any]] = []

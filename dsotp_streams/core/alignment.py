@@ -43,7 +43,7 @@ class AlignCounters:
 
 
 def _ns(ts: datetime) -> int:
-    return int(round(ts.timestamp() * 1e6)) * 1000
+    return round(ts.timestamp() * 1e6) * 1000
 
 
 def slot_of(ts: datetime, *, period_ns: int) -> int:
@@ -71,10 +71,10 @@ class Aligner:
     ) -> None:
         self.area = area
         self.devices = devices
-        self.period_ns = max(1, int(round(period_s * _NS)))
-        self.wait_ns = int(round(wait_s * _NS))
+        self.period_ns = max(1, round(period_s * _NS))
+        self.wait_ns = round(wait_s * _NS)
         self.max_open_windows = max_open_windows
-        self.max_future_ns = int(round(max_future_s * _NS))
+        self.max_future_ns = round(max_future_s * _NS)
         self.counters = AlignCounters()
         self._open: dict[int, _Open] = {}
         self._last_closed: int | None = None

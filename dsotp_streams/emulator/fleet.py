@@ -1,4 +1,4 @@
-"""Emulate the PMUs of one area: profiles -> power flow -> noisy phasor frames and the true state."""
+"""Emulate one area's PMUs: profiles -> power flow -> noisy phasor frames and the true state."""
 
 from __future__ import annotations
 
@@ -107,17 +107,18 @@ class PmuFleet:
             v_base = float(g.vn_kv[bus]) * 1000.0 / self.v_factor
             vm, va = self._noisy(complex(v[bus]) * v_base)
             readings = [
-                Reading(component=bus_name, measurand=Measurand.VOLTMAGNITUDE, phase=Phase.A,
-                        data=vm),
-                Reading(component=bus_name, measurand=Measurand.VOLTANGLE, phase=Phase.A,
-                        data=va),
+                Reading(
+                    component=bus_name, measurand=Measurand.VOLTMAGNITUDE, phase=Phase.A, data=vm
+                ),
+                Reading(component=bus_name, measurand=Measurand.VOLTANGLE, phase=Phase.A, data=va),
             ]
             i_base_a = g.i_base_ka(bus) * 1000.0
             for name, index, at_from in branches:
                 im, ia = self._noisy(complex(i_from[index] if at_from else i_to[index]) * i_base_a)
                 readings.append(
-                    Reading(component=name, measurand=Measurand.CURRMAGNITUDE, phase=Phase.A,
-                            data=im)
+                    Reading(
+                        component=name, measurand=Measurand.CURRMAGNITUDE, phase=Phase.A, data=im
+                    )
                 )
                 readings.append(
                     Reading(component=name, measurand=Measurand.CURRANGLE, phase=Phase.A, data=ia)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import time
@@ -122,10 +123,8 @@ class AreaPipeline:
                     self.ready.clear()
                     self.stats.reconnects += 1
                     log.warning("MQTT connection lost (%s); reconnecting in %.1f s", exc, backoff)
-                    try:
+                    with contextlib.suppress(TimeoutError):
                         await asyncio.wait_for(stop.wait(), timeout=backoff)
-                    except TimeoutError:
-                        pass
                     backoff = min(backoff * 2, self.settings.mqtt.reconnect_backoff_max_s)
         finally:
             await self._drain()
@@ -167,7 +166,7 @@ class AreaPipeline:
             await self.handle(str(message.topic), message.payload)
 
     async def handle(self, topic: str, payload: object) -> None:
-        """One MQTT message: truth is kept, frames are validated and aligned, the rest dead-lettered."""
+        """One message: truth is kept, frames validated and aligned, the rest dead-lettered."""
         raw = payload if isinstance(payload, bytes | bytearray) else str(payload).encode()
         if topic == self.topics.truth:
             try:

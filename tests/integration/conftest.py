@@ -33,7 +33,9 @@ def _wait_port(port: int, *, timeout_s: float, proc: subprocess.Popen[bytes], lo
             if sock.connect_ex(("127.0.0.1", port)) == 0:
                 return
         time.sleep(0.1)
-    raise RuntimeError(f"broker did not open port {port} in {timeout_s} s: {log.read_text()[-2000:]}")
+    raise RuntimeError(
+        f"broker did not open port {port} in {timeout_s} s: {log.read_text()[-2000:]}"
+    )
 
 
 def _stop(proc: subprocess.Popen[bytes]) -> None:
@@ -107,7 +109,10 @@ def rabbitmq(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MqttEndpoint]
     log = folder / "rabbitmq.out"
     with log.open("wb") as out:
         proc = subprocess.Popen(
-            [str(RABBIT_BIN)], stdout=out, stderr=subprocess.STDOUT, env=env,
+            [str(RABBIT_BIN)],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env=env,
             start_new_session=True,
         )
     try:

@@ -90,8 +90,9 @@ def subscriber(endpoint: MqttEndpoint, area: str) -> Iterator[tuple[Received, pa
         client.disconnect()
 
 
-async def _run_against(endpoint: MqttEndpoint, spec: AgentSpec, garbage_client: paho.Client,
-                       duration_s: float) -> DemoSummary:
+async def _run_against(
+    endpoint: MqttEndpoint, spec: AgentSpec, garbage_client: paho.Client, duration_s: float
+) -> DemoSummary:
     password = endpoint.password
     auth = f"{endpoint.username}:{password}@" if endpoint.username else ""
     settings = Settings(

@@ -78,7 +78,6 @@ class MeasurementSet:
         )
 
 
-
 @dataclass(frozen=True)
 class _Channel:
     kind_mag: Kind

@@ -22,7 +22,7 @@ _BRANCH_KINDS = {Kind.P_FLOW: "p", Kind.Q_FLOW: "q", Kind.I_MAG: "i"}
 
 
 def solve_pandapower(grid: GridModel, ms: MeasurementSet) -> ComplexArray:
-    """Estimate with pandapower (slow: about 100 ms per snapshot); angles and current angles unused."""
+    """Estimate with pandapower (about 100 ms a snapshot); it ignores angle measurements."""
     from pandapower.estimation import estimate
 
     net: Any = copy.deepcopy(grid.net)
@@ -48,7 +48,12 @@ def solve_pandapower(grid: GridModel, ms: MeasurementSet) -> ComplexArray:
                 bus = grid.f_bus[el] if side == Side.FROM else grid.t_bus[el]
                 scale = grid.i_base_ka(int(bus))
             net_create(
-                net, _BRANCH_KINDS[kind], element_type, value * scale, sigma * scale, element,
+                net,
+                _BRANCH_KINDS[kind],
+                element_type,
+                value * scale,
+                sigma * scale,
+                element,
                 side=pp_side,
             )
     try:
@@ -85,7 +90,12 @@ def _branch_elements(grid: GridModel, net: Any) -> dict[int, tuple[tuple[str, in
 
 
 def net_create(
-    net: Any, meas_type: str, element_type: str, value: float, sigma: float, element: int,
+    net: Any,
+    meas_type: str,
+    element_type: str,
+    value: float,
+    sigma: float,
+    element: int,
     side: str | None = None,
 ) -> None:
     """Add one measurement to a pandapower net."""

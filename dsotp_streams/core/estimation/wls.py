@@ -1,4 +1,4 @@
-"""Weighted least squares state estimation in polar coordinates, with chi-square and LNR bad-data tests."""
+"""WLS state estimation in polar coordinates, with chi-square and LNR bad-data tests."""
 
 from __future__ import annotations
 
@@ -106,12 +106,14 @@ class _Model:
                     el = ms.element[rows]
                     i_el = i_br[el]
                     if kind in (Kind.P_FLOW, Kind.Q_FLOW):
-                        dva = sp.diags(np.conj(i_el)) @ (c[el] @ jv) + sp.diags(
-                            v_end[el]
-                        ) @ di_dva[el].conj()
-                        dvm = sp.diags(np.conj(i_el)) @ (c[el] @ vnorm) + sp.diags(
-                            v_end[el]
-                        ) @ di_dvm[el].conj()
+                        dva = (
+                            sp.diags(np.conj(i_el)) @ (c[el] @ jv)
+                            + sp.diags(v_end[el]) @ di_dva[el].conj()
+                        )
+                        dvm = (
+                            sp.diags(np.conj(i_el)) @ (c[el] @ vnorm)
+                            + sp.diags(v_end[el]) @ di_dvm[el].conj()
+                        )
                         s_el = v_end[el] * np.conj(i_el)
                         part = np.real if kind is Kind.P_FLOW else np.imag
                         h[rows] = part(s_el)
@@ -140,7 +142,8 @@ class _Model:
         na = len(self.angle_states)
         va[self.angle_states] += dx[:na]
         vm += dx[na:]
-        return vm * np.exp(1j * va)
+        v_new: ComplexArray = vm * np.exp(1j * va)
+        return v_new
 
 
 def _residual(ms: MeasurementSet, h: FloatArray) -> FloatArray:
@@ -188,9 +191,7 @@ def _solve_once(
     raise ConvergenceError(f"WLS did not converge in {options.max_iterations} iterations")
 
 
-def _normalized_residuals(
-    ms: MeasurementSet, r: FloatArray, jac: sp.csr_matrix
-) -> FloatArray:
+def _normalized_residuals(ms: MeasurementSet, r: FloatArray, jac: sp.csr_matrix) -> FloatArray:
     h = jac.toarray()
     w = 1.0 / ms.sigma**2
     gain = h.T @ (w[:, None] * h)

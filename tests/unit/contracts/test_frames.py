@@ -68,18 +68,24 @@ def test_frames_accept_measurand_aliases(alias: str, expected: Measurand) -> Non
     ("timestamp", "expected"),
     [
         pytest.param(1_590_000_000, datetime(2020, 5, 20, 18, 40, tzinfo=UTC), id="epoch-s"),
-        pytest.param(1_590_000_000_500, datetime(2020, 5, 20, 18, 40, 0, 500000, tzinfo=UTC),
-                     id="epoch-ms"),
-        pytest.param(1_590_000_000_000_000_000, datetime(2020, 5, 20, 18, 40, tzinfo=UTC),
-                     id="epoch-ns"),
-        pytest.param("1590000000.25", datetime(2020, 5, 20, 18, 40, 0, 250000, tzinfo=UTC),
-                     id="epoch-string"),
-        pytest.param("2020-05-20T20:40:00+02:00", datetime(2020, 5, 20, 18, 40, tzinfo=UTC),
-                     id="iso-offset"),
-        pytest.param("2020-05-20T18:40:00Z", datetime(2020, 5, 20, 18, 40, tzinfo=UTC),
-                     id="iso-zulu"),
-        pytest.param("2020-05-20T18:40:00", datetime(2020, 5, 20, 18, 40, tzinfo=UTC),
-                     id="iso-naive-is-utc"),
+        pytest.param(
+            1_590_000_000_500, datetime(2020, 5, 20, 18, 40, 0, 500000, tzinfo=UTC), id="epoch-ms"
+        ),
+        pytest.param(
+            1_590_000_000_000_000_000, datetime(2020, 5, 20, 18, 40, tzinfo=UTC), id="epoch-ns"
+        ),
+        pytest.param(
+            "1590000000.25", datetime(2020, 5, 20, 18, 40, 0, 250000, tzinfo=UTC), id="epoch-string"
+        ),
+        pytest.param(
+            "2020-05-20T20:40:00+02:00", datetime(2020, 5, 20, 18, 40, tzinfo=UTC), id="iso-offset"
+        ),
+        pytest.param(
+            "2020-05-20T18:40:00Z", datetime(2020, 5, 20, 18, 40, tzinfo=UTC), id="iso-zulu"
+        ),
+        pytest.param(
+            "2020-05-20T18:40:00", datetime(2020, 5, 20, 18, 40, tzinfo=UTC), id="iso-naive-is-utc"
+        ),
     ],
 )
 def test_frames_timestamps_become_aware_utc(timestamp: object, expected: datetime) -> None:
@@ -98,25 +104,31 @@ def test_frames_timestamps_become_aware_utc(timestamp: object, expected: datetim
         pytest.param(_frame(readings=[]), "readings", id="no-readings"),
         pytest.param(
             _frame(readings=[{"component": "B", "measurand": "voltage", "data": 1}]),
-            "readings.0.measurand", id="unknown-measurand",
+            "readings.0.measurand",
+            id="unknown-measurand",
         ),
         pytest.param(
-            _frame(readings=[{"component": "B", "measurand": "voltangle", "phase": "D",
-                              "data": 1}]),
-            "readings.0.phase", id="unknown-phase",
+            _frame(
+                readings=[{"component": "B", "measurand": "voltangle", "phase": "D", "data": 1}]
+            ),
+            "readings.0.phase",
+            id="unknown-phase",
         ),
         pytest.param(
             _frame(readings=[{"component": "B", "measurand": "voltangle", "data": "abc"}]),
-            "readings.0.data", id="data-not-number",
+            "readings.0.data",
+            id="data-not-number",
         ),
         pytest.param(
             '{"device": "d", "timestamp": 1, "readings": [{"component": "B", '
             '"measurand": "voltangle", "data": NaN}]}',
-            "readings.0.data", id="data-nan",
+            "readings.0.data",
+            id="data-nan",
         ),
         pytest.param(
             _frame(readings=[{"component": "B", "measurand": "voltangle", "data": 1, "x": 2}]),
-            "readings.0.x", id="extra-reading-field",
+            "readings.0.x",
+            id="extra-reading-field",
         ),
     ],
 )

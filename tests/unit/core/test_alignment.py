@@ -20,9 +20,7 @@ def _frame(device: str, k: int, *, jitter_ms: float = 0.0) -> PmuFrame:
 
 
 def _aligner(devices: tuple[str, ...] = ("a", "b", "c"), wait_ms: float = 150) -> Aligner:
-    return Aligner(
-        area="test", devices=frozenset(devices), period_s=0.1, wait_s=wait_ms / 1000
-    )
+    return Aligner(area="test", devices=frozenset(devices), period_s=0.1, wait_s=wait_ms / 1000)
 
 
 def test_alignment_complete_window_closes_at_once() -> None:

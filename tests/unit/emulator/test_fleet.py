@@ -32,8 +32,8 @@ def test_fleet_total_vector_error_meets_the_class(spec: AgentSpec, grid: GridMod
             bus = frame.readings[0].component
             v_base = 20_000 / math.sqrt(3) if bus != "Bus 0" else 110_000 / math.sqrt(3)
             true = instant.truth.vm_pu[bus] * np.exp(1j * math.radians(instant.truth.va_deg[bus]))
-            measured = values[Measurand.VOLTMAGNITUDE] / v_base * np.exp(
-                1j * values[Measurand.VOLTANGLE]
+            measured = (
+                values[Measurand.VOLTMAGNITUDE] / v_base * np.exp(1j * values[Measurand.VOLTANGLE])
             )
             tve.append(abs(measured - true) / abs(true))
     tve_arr = np.array(tve)

@@ -1,0 +1,38 @@
+#!/usr/bin/env bash
+# Set up dsotp-streams on Debian with Python 3.11: a virtual environment in .venv with the
+# package installed (editable); with --services also the brokers the tests use.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+PYTHON=${PYTHON:-$(command -v python3.11 || command -v python3)}
+with_services=0
+[[ "${1:-}" == "--services" ]] && with_services=1
+
+as_root() { if [[ $(id -u) -eq 0 ]]; then "$@"; else sudo "$@"; fi; }
+
+apt_install() {
+  local missing=()
+  for pkg in "$@"; do dpkg -s "$pkg" >/dev/null 2>&1 || missing+=("$pkg"); done
+  if ((${#missing[@]})); then
+    echo "setup: installing Debian packages: ${missing[*]}"
+    as_root apt-get update -qq
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+      "${missing[@]}" >/dev/null
+  fi
+}
+
+if ! "$PYTHON" -c 'import venv, ensurepip' 2>/dev/null; then
+  apt_install python3-venv
+fi
+if ((with_services)); then
+  apt_install mosquitto mosquitto-clients rabbitmq-server
+fi
+
+if [[ ! -x .venv/bin/python ]]; then
+  "$PYTHON" -m venv .venv
+fi
+extras=""
+((with_services)) && extras="[dev]"
+.venv/bin/python -m pip install -q --disable-pip-version-check -e ".${extras}" 2>&1 \
+  | grep -v "is ignored: it is neither a file nor a directory" || true
+.venv/bin/python -c 'import dsotp_streams' # fails loudly if the install did not work
