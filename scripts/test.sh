@@ -5,7 +5,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 ./scripts/setup.sh --services
 
-.venv/bin/ruff check dsotp_streams tests
+.venv/bin/ruff check dsotp_streams tests benchmarks
 .venv/bin/mypy
 set +e
 .venv/bin/python -m pytest "$@"

@@ -47,6 +47,7 @@ class Estimator:
             max_bad_data=e.max_bad_data,
         )
         self._last_v: ComplexArray | None = None
+        self._observable: set[bytes] = set()
 
     def estimate(self, window: Window, *, truth: TrueState | None = None) -> StateEstimate:
         """Estimate the state of one window."""
@@ -64,7 +65,13 @@ class Estimator:
                 v = solve_pandapower(self.grid, ms)
                 result = WlsResult(v, 0, math.nan, 0, 0.0, [], ms)
             else:
-                result = solve_wls(self.grid, ms, options=self.options, v0=self._last_v)
+                result = solve_wls(
+                    self.grid,
+                    ms,
+                    options=self.options,
+                    v0=self._last_v,
+                    observable=self._observable,
+                )
                 self._last_v = result.v
         except NotObservableError as exc:
             return self._failed(base, EstimateStatus.NOT_OBSERVABLE, exc, started)

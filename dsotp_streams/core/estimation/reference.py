@@ -62,7 +62,9 @@ def solve_pandapower(grid: GridModel, ms: MeasurementSet) -> ComplexArray:
             ok = estimate(net, algorithm="wls", init="flat")
     except Exception as exc:
         raise NotObservableError(f"pandapower estimate failed: {exc}") from exc
-    if not ok:
+    # pandapower returns a dict for "wls" (truthy even on failure) and a bool otherwise
+    success = ok.get("success", False) if isinstance(ok, dict) else bool(ok)
+    if not success:
         raise ConvergenceError("pandapower estimate did not converge")
     v = np.ones(grid.n_bus, dtype=complex)
     for pp_bus, idx in zip(net.bus.index, _lookup(grid, net), strict=True):

@@ -153,7 +153,16 @@ def _residual(ms: MeasurementSet, h: FloatArray) -> FloatArray:
     return r
 
 
-def _check_observable(model: _Model, v0: ComplexArray) -> None:
+def _structure(ms: MeasurementSet) -> bytes:
+    return ms.kind.tobytes() + ms.element.tobytes() + ms.side.tobytes()
+
+
+def _check_observable(
+    model: _Model, v0: ComplexArray, observable: set[bytes] | None = None
+) -> None:
+    key = _structure(model.ms)
+    if observable is not None and key in observable:
+        return
     if model.ms.size < model.n_state:
         raise NotObservableError(
             f"{model.ms.size} measurements for {model.n_state} state variables"
@@ -165,13 +174,21 @@ def _check_observable(model: _Model, v0: ComplexArray) -> None:
             raise NotObservableError(
                 f"measurement Jacobian has rank {rank} < {model.n_state} state variables"
             )
+    if observable is not None:
+        if len(observable) > 1024:
+            observable.clear()
+        observable.add(key)
 
 
 def _solve_once(
-    grid: GridModel, ms: MeasurementSet, v0: ComplexArray, options: WlsOptions
+    grid: GridModel,
+    ms: MeasurementSet,
+    v0: ComplexArray,
+    options: WlsOptions,
+    observable: set[bytes] | None,
 ) -> tuple[ComplexArray, int, FloatArray, sp.csr_matrix, _Model]:
     model = _Model(grid, ms)
-    _check_observable(model, v0)
+    _check_observable(model, v0, observable)
     weights = sp.diags(1.0 / ms.sigma**2)
     v = v0.copy()
     for iteration in range(1, options.max_iterations + 1):
@@ -209,12 +226,17 @@ def solve_wls(
     *,
     options: WlsOptions,
     v0: ComplexArray | None = None,
+    observable: set[bytes] | None = None,
 ) -> WlsResult:
-    """Estimate bus voltages; remove bad data by largest normalized residual while chi2 fails."""
+    """Estimate bus voltages; remove bad data by largest normalized residual while chi2 fails.
+
+    `observable` caches measurement structures already shown observable (the rank check is the
+    costliest step for a stream whose measurement set rarely changes).
+    """
     start = np.ones(grid.n_bus, dtype=complex) * grid.v_slack if v0 is None else v0
     removed: list[str] = []
     while True:
-        v, iterations, r, jac, model = _solve_once(grid, ms, start, options)
+        v, iterations, r, jac, model = _solve_once(grid, ms, start, options, observable)
         objective = float(np.sum((r / ms.sigma) ** 2))
         dof = ms.size - model.n_state
         threshold = float(chi2.ppf(options.chi2_confidence, dof)) if dof > 0 else 0.0
@@ -233,7 +255,7 @@ def solve_wls(
             return result
         candidate = ms.without(worst)
         try:
-            _check_observable(_Model(grid, candidate), start)
+            _check_observable(_Model(grid, candidate), start, observable)
         except NotObservableError:
             return result
         removed = [*removed, ms.label[worst]]
