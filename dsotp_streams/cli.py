@@ -84,8 +84,9 @@ class DemoSummary:
 
     @property
     def coverage(self) -> float:
-        """Published estimates per emulated instant."""
-        return self.pipeline.estimates_published / max(1, self.emulator.instants)
+        """Published estimates per scheduled instant (instants the emulator fell behind count)."""
+        scheduled = self.emulator.instants + self.emulator.instants_behind
+        return self.pipeline.estimates_published / max(1, scheduled)
 
 
 def _table(emulator: EmulatorStats | None, pipeline: PipelineStats) -> Table:
@@ -96,6 +97,7 @@ def _table(emulator: EmulatorStats | None, pipeline: PipelineStats) -> Table:
     if emulator is not None:
         rows += [
             ("instants emulated", str(emulator.instants)),
+            ("instants skipped (emulator behind)", str(emulator.instants_behind)),
             ("frames published", str(emulator.frames)),
         ]
     p = pipeline
@@ -180,7 +182,8 @@ def _report(summary: DemoSummary) -> None:
     console.print(_table(summary.emulator, summary.pipeline))
     p, e = summary.pipeline, summary.emulator
     console.print(
-        f"dsotp demo: {e.instants} instants emulated in {summary.seconds:.1f} s, "
+        f"dsotp demo: {e.instants} instants emulated ({e.instants_behind} skipped) "
+        f"in {summary.seconds:.1f} s, "
         f"{p.estimates_published} estimates published ({p.estimates_ok} ok), "
         f"coverage {100 * summary.coverage:.1f} %, {p.dead_letters} dead letters"
     )

@@ -15,6 +15,7 @@ import numpy.typing as npt
 import scipy.sparse as sp
 
 from dsotp_streams.contracts.agent import GridSource, GridSpec
+from dsotp_streams.core.linalg import DENSE_MAX_BUSES, Matrix, Ops, dense_ops, sparse_ops
 from dsotp_streams.errors import ModelError
 
 __all__ = ["BranchRef", "GridModel", "load_grid", "load_pandapower_net"]
@@ -73,11 +74,12 @@ class GridModel:
 
     net: Any
     base_mva: float
-    ybus: sp.csr_matrix
-    yf: sp.csr_matrix
-    yt: sp.csr_matrix
-    cf: sp.csr_matrix
-    ct: sp.csr_matrix
+    ops: Ops
+    ybus: Matrix
+    yf: Matrix
+    yt: Matrix
+    cf: Matrix
+    ct: Matrix
     f_bus: IntArray
     t_bus: IntArray
     vn_kv: FloatArray
@@ -165,14 +167,16 @@ class GridModel:
         slack = int(bus_lookup[int(net.ext_grid.bus.iloc[0])])
         vm_slack = float(net.ext_grid.vm_pu.iloc[0])
         va_slack = math.radians(float(net.ext_grid.va_degree.iloc[0]))
+        ops = dense_ops if n <= DENSE_MAX_BUSES else sparse_ops
         return cls(
             net=net,
             base_mva=base_mva,
-            ybus=sp.csr_matrix(ppci["Ybus"]),
-            yf=sp.csr_matrix(ppci["Yf"]),
-            yt=sp.csr_matrix(ppci["Yt"]),
-            cf=cf,
-            ct=ct,
+            ops=ops,
+            ybus=ops.matrix(ppci["Ybus"]),
+            yf=ops.matrix(ppci["Yf"]),
+            yt=ops.matrix(ppci["Yt"]),
+            cf=ops.matrix(cf),
+            ct=ops.matrix(ct),
             f_bus=f_bus,
             t_bus=t_bus,
             vn_kv=ppci["bus"][:, 9].real.astype(float),

@@ -3,24 +3,24 @@
 from __future__ import annotations
 
 import numpy as np
-import scipy.sparse as sp
-import scipy.sparse.linalg as spla
 
 from dsotp_streams.core.grid import ComplexArray, FloatArray, GridModel
+from dsotp_streams.core.linalg import Matrix
 from dsotp_streams.errors import ConvergenceError
 
 __all__ = ["dsbus_dv", "run_power_flow"]
 
 
-def dsbus_dv(ybus: sp.csr_matrix, v: ComplexArray) -> tuple[sp.csr_matrix, sp.csr_matrix]:
+def dsbus_dv(grid: GridModel, v: ComplexArray) -> tuple[Matrix, Matrix]:
     """Partial derivatives of bus injections S = V conj(Ybus V) w.r.t. angles and magnitudes."""
+    ops, ybus = grid.ops, grid.ybus
     ibus = ybus @ v
-    diag_v = sp.diags(v)
-    diag_i = sp.diags(ibus)
-    diag_vnorm = sp.diags(v / np.abs(v))
-    ds_dvm = diag_v @ (ybus @ diag_vnorm).conj() + diag_i.conj() @ diag_vnorm
-    ds_dva = 1j * diag_v @ (diag_i - ybus @ diag_v).conj()
-    return sp.csr_matrix(ds_dva), sp.csr_matrix(ds_dvm)
+    vnorm = v / np.abs(v)
+    ds_dvm = ops.scale_rows(v, ops.scale_cols(ybus, vnorm).conj()) + ops.diag(np.conj(ibus) * vnorm)
+    ds_dva = ops.diag(1j * v * np.conj(ibus)) - ops.scale_rows(
+        1j * v, ops.scale_cols(ybus, v).conj()
+    )
+    return ds_dva, ds_dvm
 
 
 def run_power_flow(
@@ -45,13 +45,12 @@ def run_power_flow(
         f = np.concatenate([mismatch.real[pq], mismatch.imag[pq]])
         if np.max(np.abs(f)) < tolerance:
             return v
-        ds_dva, ds_dvm = dsbus_dv(grid.ybus, v)
-        j11 = ds_dva[pq][:, pq].real
-        j12 = ds_dvm[pq][:, pq].real
-        j21 = ds_dva[pq][:, pq].imag
-        j22 = ds_dvm[pq][:, pq].imag
-        jac = sp.bmat([[j11, j12], [j21, j22]], format="csc")
-        dx = spla.spsolve(jac, -f)
+        ds_dva, ds_dvm = dsbus_dv(grid, v)
+        a = ds_dva[pq][:, pq]
+        m = ds_dvm[pq][:, pq]
+        ops = grid.ops
+        jac = ops.vstack([ops.hstack([a.real, m.real]), ops.hstack([a.imag, m.imag])])
+        dx = ops.solve(jac, -f)
         va = np.angle(v)
         vm = np.abs(v)
         va[pq] += dx[: len(pq)]

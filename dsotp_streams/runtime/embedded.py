@@ -352,10 +352,15 @@ class Emulator:
                 await client.publish(
                     self.topics.truth, instant.truth.model_dump_json(), qos=0, retain=True
                 )
-                for frame in instant.frames:
-                    await client.publish(
-                        self.topics.pmu(frame.device), frame.model_dump_json(), qos=qos
+                # QoS 1 publishes wait for their PUBACK: send the instant's frames together
+                await asyncio.gather(
+                    *(
+                        client.publish(
+                            self.topics.pmu(frame.device), frame.model_dump_json(), qos=qos
+                        )
+                        for frame in instant.frames
                     )
+                )
                 self.stats.instants += 1
                 self.stats.frames += len(instant.frames)
                 next_slot += period

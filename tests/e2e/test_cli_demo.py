@@ -42,12 +42,13 @@ def test_cli_demo_estimates_at_least_95_percent_of_windows() -> None:
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     match = re.search(
-        r"(\d+) instants emulated .*?(\d+) estimates published \((\d+) ok\).*?coverage ([\d.]+) %",
+        r"(\d+) instants emulated \((\d+) skipped\).*?(\d+) estimates published \((\d+) ok\).*?coverage ([\d.]+) %",
         proc.stdout.replace("\n", " "),
     )
     assert match, proc.stdout[-2000:]
-    instants, _published, ok, coverage = match.groups()
+    instants, skipped, _published, ok, coverage = match.groups()
     assert int(instants) >= 150  # 20 s at 10 frames/s, start-up aside
+    assert int(skipped) <= 0.05 * int(instants)
     assert int(ok) >= 0.95 * int(instants)
     assert float(coverage) >= 95.0
     # the embedded broker is gone after exit: the port is free again

@@ -5,12 +5,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import numpy as np
-import scipy.sparse as sp
-import scipy.sparse.linalg as spla
 from scipy.stats import chi2
 
 from dsotp_streams.core.estimation.measurements import ANGLE_KINDS, Kind, MeasurementSet, Side
 from dsotp_streams.core.grid import ComplexArray, FloatArray, GridModel
+from dsotp_streams.core.linalg import Matrix, Ops
 from dsotp_streams.core.powerflow import dsbus_dv
 from dsotp_streams.errors import ConvergenceError, NotObservableError
 
@@ -61,24 +60,23 @@ class _Model:
         self.n_state = len(self.angle_states) + n
         self.groups = {k: np.flatnonzero(ms.kind == k) for k in Kind}
 
-    def evaluate(self, v: ComplexArray) -> tuple[FloatArray, sp.csr_matrix]:
-        grid, ms, g = self.grid, self.ms, self.groups
+    def evaluate(self, v: ComplexArray) -> tuple[FloatArray, Matrix]:
+        grid, ms, g, ops = self.grid, self.ms, self.groups, self.grid.ops
         n = grid.n_bus
         h = np.zeros(ms.size)
-        blocks: list[tuple[np.ndarray, sp.csr_matrix, sp.csr_matrix]] = []
+        blocks: list[tuple[np.ndarray, Matrix, Matrix]] = []
         vm = np.abs(v)
-        eye = sp.identity(n, format="csr")
         if len(g[Kind.VM]):
             rows = g[Kind.VM]
             h[rows] = vm[ms.element[rows]]
-            blocks.append((rows, sp.csr_matrix((len(rows), n)), eye[ms.element[rows]]))
+            blocks.append((rows, ops.zeros(len(rows), n), ops.unit_rows(ms.element[rows], n)))
         if len(g[Kind.VA]):
             rows = g[Kind.VA]
             h[rows] = np.angle(v[ms.element[rows]])
-            blocks.append((rows, eye[ms.element[rows]], sp.csr_matrix((len(rows), n))))
+            blocks.append((rows, ops.unit_rows(ms.element[rows], n), ops.zeros(len(rows), n)))
         if len(g[Kind.P_INJ]) or len(g[Kind.Q_INJ]):
             s_bus = v * np.conj(grid.ybus @ v)
-            ds_dva, ds_dvm = dsbus_dv(grid.ybus, v)
+            ds_dva, ds_dvm = dsbus_dv(grid, v)
             for kind, part in ((Kind.P_INJ, np.real), (Kind.Q_INJ, np.imag)):
                 rows = g[kind]
                 if len(rows):
@@ -89,52 +87,51 @@ class _Model:
             [g[k] for k in (Kind.P_FLOW, Kind.Q_FLOW, Kind.I_MAG, Kind.I_ANG)]
         )
         if len(branch_rows):
-            vnorm = sp.diags(v / vm)
-            jv = sp.diags(1j * v)
+            vnorm = v / vm
+            jv = 1j * v
             for side, y, c in ((Side.FROM, grid.yf, grid.cf), (Side.TO, grid.yt, grid.ct)):
                 sel = branch_rows[ms.side[branch_rows] == side]
                 if not len(sel):
                     continue
                 i_br = y @ v
                 v_end = c @ v
-                di_dva = sp.csr_matrix(y @ jv)
-                di_dvm = sp.csr_matrix(y @ vnorm)
                 for kind in (Kind.P_FLOW, Kind.Q_FLOW, Kind.I_MAG, Kind.I_ANG):
                     rows = sel[ms.kind[sel] == kind]
                     if not len(rows):
                         continue
                     el = ms.element[rows]
                     i_el = i_br[el]
+                    di_dva = ops.scale_cols(y[el], jv)
+                    di_dvm = ops.scale_cols(y[el], vnorm)
                     if kind in (Kind.P_FLOW, Kind.Q_FLOW):
-                        dva = (
-                            sp.diags(np.conj(i_el)) @ (c[el] @ jv)
-                            + sp.diags(v_end[el]) @ di_dva[el].conj()
+                        dva = ops.scale_rows(np.conj(i_el), ops.scale_cols(c[el], jv)) + (
+                            ops.scale_rows(v_end[el], di_dva.conj())
                         )
-                        dvm = (
-                            sp.diags(np.conj(i_el)) @ (c[el] @ vnorm)
-                            + sp.diags(v_end[el]) @ di_dvm[el].conj()
+                        dvm = ops.scale_rows(np.conj(i_el), ops.scale_cols(c[el], vnorm)) + (
+                            ops.scale_rows(v_end[el], di_dvm.conj())
                         )
-                        s_el = v_end[el] * np.conj(i_el)
                         part = np.real if kind is Kind.P_FLOW else np.imag
-                        h[rows] = part(s_el)
+                        h[rows] = part(v_end[el] * np.conj(i_el))
                         blocks.append((rows, part(dva), part(dvm)))
                     elif kind is Kind.I_MAG:
-                        mag = np.maximum(np.abs(i_el), 1e-9)
-                        w = sp.diags(np.conj(i_el) / mag)
+                        w = np.conj(i_el) / np.maximum(np.abs(i_el), 1e-9)
                         h[rows] = np.abs(i_el)
-                        blocks.append((rows, (w @ di_dva[el]).real, (w @ di_dvm[el]).real))
+                        blocks.append(
+                            (rows, ops.scale_rows(w, di_dva).real, ops.scale_rows(w, di_dvm).real)
+                        )
                     else:
-                        mag2 = np.maximum(np.abs(i_el) ** 2, 1e-18)
-                        w = sp.diags(np.conj(i_el) / mag2)
+                        w = np.conj(i_el) / np.maximum(np.abs(i_el) ** 2, 1e-18)
                         h[rows] = np.angle(i_el)
-                        blocks.append((rows, (w @ di_dva[el]).imag, (w @ di_dvm[el]).imag))
+                        blocks.append(
+                            (rows, ops.scale_rows(w, di_dva).imag, ops.scale_rows(w, di_dvm).imag)
+                        )
         order = np.concatenate([b[0] for b in blocks])
-        dva_all = sp.vstack([sp.csr_matrix(b[1]) for b in blocks])
-        dvm_all = sp.vstack([sp.csr_matrix(b[2]) for b in blocks])
-        jac = sp.hstack([dva_all[:, self.angle_states], dvm_all], format="csr")
+        dva_all = ops.vstack([b[1] for b in blocks])
+        dvm_all = ops.vstack([b[2] for b in blocks])
+        jac = ops.hstack([dva_all[:, self.angle_states], dvm_all])
         inverse = np.empty_like(order)
         inverse[order] = np.arange(len(order))
-        return h, sp.csr_matrix(jac[inverse])
+        return h, jac[inverse]
 
     def update(self, v: ComplexArray, dx: FloatArray) -> ComplexArray:
         va = np.angle(v)
@@ -169,7 +166,7 @@ def _check_observable(
         )
     _h, jac = model.evaluate(v0)
     if model.n_state <= 2000:
-        rank = int(np.linalg.matrix_rank(jac.toarray()))
+        rank = int(np.linalg.matrix_rank(model.grid.ops.to_dense(jac)))
         if rank < model.n_state:
             raise NotObservableError(
                 f"measurement Jacobian has rank {rank} < {model.n_state} state variables"
@@ -186,18 +183,19 @@ def _solve_once(
     v0: ComplexArray,
     options: WlsOptions,
     observable: set[bytes] | None,
-) -> tuple[ComplexArray, int, FloatArray, sp.csr_matrix, _Model]:
+) -> tuple[ComplexArray, int, FloatArray, Matrix, _Model]:
     model = _Model(grid, ms)
     _check_observable(model, v0, observable)
-    weights = sp.diags(1.0 / ms.sigma**2)
+    ops = grid.ops
+    weights = 1.0 / ms.sigma**2
     v = v0.copy()
     for iteration in range(1, options.max_iterations + 1):
         h, jac = model.evaluate(v)
         r = _residual(ms, h)
-        gain = sp.csc_matrix(jac.T @ weights @ jac)
+        gain = jac.T @ ops.scale_rows(weights, jac)
         try:
-            dx = spla.spsolve(gain, jac.T @ (weights @ r))
-        except RuntimeError as exc:
+            dx = ops.solve(gain, jac.T @ (weights * r))
+        except (RuntimeError, np.linalg.LinAlgError) as exc:
             raise NotObservableError(f"gain matrix is singular: {exc}") from exc
         if not np.all(np.isfinite(dx)):
             raise NotObservableError("gain matrix is singular (non-finite update)")
@@ -208,8 +206,8 @@ def _solve_once(
     raise ConvergenceError(f"WLS did not converge in {options.max_iterations} iterations")
 
 
-def _normalized_residuals(ms: MeasurementSet, r: FloatArray, jac: sp.csr_matrix) -> FloatArray:
-    h = jac.toarray()
+def _normalized_residuals(ms: MeasurementSet, r: FloatArray, jac: Matrix, ops: Ops) -> FloatArray:
+    h = ops.to_dense(jac)
     w = 1.0 / ms.sigma**2
     gain = h.T @ (w[:, None] * h)
     cov_r = np.diag(ms.sigma**2) - h @ np.linalg.solve(gain, h.T)
@@ -248,7 +246,7 @@ def solve_wls(
             or ms.size > 5000
         ):
             return result
-        rn = _normalized_residuals(ms, r, jac)
+        rn = _normalized_residuals(ms, r, jac, grid.ops)
         rn[ms.exact] = 0.0  # zero injections are physics, never bad data
         worst = int(np.argmax(rn))
         if rn[worst] < options.lnr_threshold:
