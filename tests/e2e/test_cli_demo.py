@@ -42,7 +42,8 @@ def test_cli_demo_estimates_at_least_95_percent_of_windows() -> None:
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     match = re.search(
-        r"(\d+) instants emulated \((\d+) skipped\).*?(\d+) estimates published \((\d+) ok\).*?coverage ([\d.]+) %",
+        r"(\d+) instants emulated \((\d+) skipped\).*?"
+        r"(\d+) estimates published \((\d+) ok\).*?coverage ([\d.]+) %",
         proc.stdout.replace("\n", " "),
     )
     assert match, proc.stdout[-2000:]
