@@ -8,9 +8,10 @@ import logging
 import signal
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, TypeVar
 
 import typer
 from rich.console import Console, Group
@@ -19,9 +20,9 @@ from rich.logging import RichHandler
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from dsotp_streams.adapters.mqtt import EmbeddedBroker, endpoint_from_settings
+from dsotp_streams.adapters.mqtt import EmbeddedBroker, MqttEndpoint, endpoint_from_settings
 from dsotp_streams.contracts.agent import AgentSpec, load_agent_spec
-from dsotp_streams.core.grid import load_grid
+from dsotp_streams.core.grid import GridModel, load_grid
 from dsotp_streams.errors import DsotpError
 from dsotp_streams.runtime.embedded import AreaPipeline, Emulator, EmulatorStats, PipelineStats
 from dsotp_streams.settings import MqttSettings, Settings
@@ -128,10 +129,7 @@ async def run_demo(
     """Broker (embedded unless a URL is set), emulator and pipeline until duration or Ctrl-C."""
     stop_emulator = asyncio.Event()
     stop_pipeline = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        with contextlib.suppress(NotImplementedError, RuntimeError):
-            loop.add_signal_handler(sig, stop_emulator.set)
+    _stop_on_signals(stop_emulator)
     async with contextlib.AsyncExitStack() as stack:
         if settings.mqtt.url:
             endpoint = endpoint_from_settings(settings.mqtt)
@@ -205,6 +203,34 @@ def demo(
     _report(summary)
 
 
+ServiceT = TypeVar("ServiceT", AreaPipeline, Emulator)
+
+
+def _stop_on_signals(stop: asyncio.Event) -> None:
+    """Ctrl-C and SIGTERM set the stop event: the service drains and returns."""
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.add_signal_handler(sig, stop.set)
+
+
+async def _serve(
+    settings: Settings,
+    spec: AgentSpec,
+    duration_s: float | None,
+    make: Callable[[GridModel, MqttEndpoint], ServiceT],
+) -> ServiceT:
+    """Load the grid, build one service against the configured broker, run it until stopped."""
+    stop = asyncio.Event()
+    _stop_on_signals(stop)
+    grid = await asyncio.to_thread(load_grid, spec.grid, base_dir=settings.agent_file.parent)
+    service = make(grid, endpoint_from_settings(settings.mqtt))
+    if duration_s is not None:
+        asyncio.get_running_loop().call_later(duration_s, stop.set)
+    await service.run(stop)
+    return service
+
+
 @app.command()
 def run(
     agent: AgentOpt = None,
@@ -213,24 +239,17 @@ def run(
 ) -> None:
     """Bridge an external broker's PMU frames into alignment and estimation (no emulator)."""
     settings, spec = _setup(agent, mqtt_url, None)
-
-    async def main() -> PipelineStats:
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            with contextlib.suppress(NotImplementedError, RuntimeError):
-                loop.add_signal_handler(sig, stop.set)
-        grid = await asyncio.to_thread(load_grid, spec.grid, base_dir=settings.agent_file.parent)
-        pipeline = AreaPipeline(
-            spec=spec, grid=grid, settings=settings, endpoint=endpoint_from_settings(settings.mqtt)
+    pipeline = asyncio.run(
+        _serve(
+            settings,
+            spec,
+            duration,
+            lambda grid, endpoint: AreaPipeline(
+                spec=spec, grid=grid, settings=settings, endpoint=endpoint
+            ),
         )
-        if duration is not None:
-            loop.call_later(duration, stop.set)
-        await pipeline.run(stop)
-        return pipeline.stats
-
-    stats = asyncio.run(main())
-    console.print(_table(None, stats))
+    )
+    console.print(_table(None, pipeline.stats))
 
 
 @app.command()
@@ -243,24 +262,21 @@ def emulate(
     """Publish an emulated PMU fleet to a broker."""
     settings, spec = _setup(agent, mqtt_url, None)
     spec = _with_rate(spec, rate)
-
-    async def main() -> EmulatorStats:
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            with contextlib.suppress(NotImplementedError, RuntimeError):
-                loop.add_signal_handler(sig, stop.set)
-        grid = await asyncio.to_thread(load_grid, spec.grid, base_dir=settings.agent_file.parent)
-        emulator = Emulator(
-            spec=spec, grid=grid, settings=settings, endpoint=endpoint_from_settings(settings.mqtt)
+    emulator = asyncio.run(
+        _serve(
+            settings,
+            spec,
+            duration,
+            lambda grid, endpoint: Emulator(
+                spec=spec, grid=grid, settings=settings, endpoint=endpoint
+            ),
         )
-        if duration is not None:
-            loop.call_later(duration, stop.set)
-        await emulator.run(stop)
-        return emulator.stats
-
-    stats = asyncio.run(main())
-    console.print(f"emulated {stats.instants} instants, {stats.frames} frames")
+    )
+    stats = emulator.stats
+    console.print(
+        f"emulated {stats.instants} instants ({stats.instants_behind} skipped), "
+        f"{stats.frames} frames"
+    )
 
 
 def main() -> None:
