@@ -107,7 +107,6 @@ class AreaPipeline:
         self._windows: asyncio.Queue[Window] = asyncio.Queue(settings.runtime.window_queue_size)
         self._truth: OrderedDict[int, TrueState] = OrderedDict()
         self._client: aiomqtt.Client | None = None
-        self._draining = False
 
     async def run(self, stop: asyncio.Event) -> None:
         """Run until stop is set, then close open windows, estimate them and return."""
@@ -159,7 +158,8 @@ class AreaPipeline:
                 for task in (ticker, status, reader, stopper):
                     task.cancel()
                 await asyncio.gather(ticker, status, reader, stopper, return_exceptions=True)
-                await self._drain()
+                if stop.is_set():  # estimate the last windows while the connection is still up
+                    await self._drain()
 
     async def _read_loop(self, client: aiomqtt.Client) -> None:
         async for message in client.messages:
@@ -171,7 +171,8 @@ class AreaPipeline:
         if topic == self.topics.truth:
             try:
                 truth = TrueState.model_validate_json(raw)
-            except ValueError:
+            except ValueError as exc:
+                await self._dead_letter(topic, raw, f"invalid true state: {exc}")
                 return
             self._truth[slot_of(truth.timestamp, period_ns=self.aligner.period_ns)] = truth
             while len(self._truth) > self.settings.runtime.truth_history:
@@ -205,7 +206,11 @@ class AreaPipeline:
         await self._dead_letter(topic, raw, reasons[outcome], device=frame.device)
 
     async def _close_windows(self) -> None:
-        for window in self.aligner.poll(now=_utcnow()):
+        await self._enqueue(self.aligner.poll(now=_utcnow()))
+
+    async def _enqueue(self, windows: list[Window]) -> None:
+        """Queue closed windows for estimation; when full, the oldest is published as skipped."""
+        for window in windows:
             self.stats.windows += 1
             if window.missing_devices:
                 self.stats.windows_incomplete += 1
@@ -295,21 +300,13 @@ class AreaPipeline:
             await self._publish(self.topics.status, json.dumps(status), qos=0, retain=True)
 
     async def _drain(self) -> None:
-        if self._draining:
-            return
-        self._draining = True
+        """At shutdown: close every open window and wait until all are estimated."""
+        await self._close_windows()
+        await self._enqueue(self.aligner.flush(now=_utcnow()))
         try:
-            await self._close_windows()
-            for window in self.aligner.flush(now=_utcnow()):
-                self.stats.windows += 1
-                if window.missing_devices:
-                    self.stats.windows_incomplete += 1
-                await self._windows.put(window)
             await asyncio.wait_for(self._windows.join(), timeout=30.0)
         except TimeoutError:
             log.warning("estimates still pending at shutdown: %d", self._windows.qsize())
-        finally:
-            self._draining = False
 
 
 class Emulator:

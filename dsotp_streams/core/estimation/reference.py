@@ -34,11 +34,11 @@ def solve_pandapower(grid: GridModel, ms: MeasurementSet) -> ComplexArray:
     ):
         kind = Kind(int(k))
         if kind is Kind.VM and el in ppc_to_pp:
-            net_create(net, "v", "bus", value, sigma, ppc_to_pp[el])
+            _create_measurement(net, "v", "bus", value, sigma, ppc_to_pp[el])
         elif kind in (Kind.P_INJ, Kind.Q_INJ) and el in ppc_to_pp:
             # pandapower bus measurements are consumption-positive, in MW
             meas = "p" if kind is Kind.P_INJ else "q"
-            net_create(
+            _create_measurement(
                 net, meas, "bus", -value * grid.base_mva, sigma * grid.base_mva, ppc_to_pp[el]
             )
         elif kind in _BRANCH_KINDS and int(el) in branch_elements:
@@ -47,7 +47,7 @@ def solve_pandapower(grid: GridModel, ms: MeasurementSet) -> ComplexArray:
             if kind is Kind.I_MAG:
                 bus = grid.f_bus[el] if side == Side.FROM else grid.t_bus[el]
                 scale = grid.i_base_ka(int(bus))
-            net_create(
+            _create_measurement(
                 net,
                 _BRANCH_KINDS[kind],
                 element_type,
@@ -75,7 +75,7 @@ def solve_pandapower(grid: GridModel, ms: MeasurementSet) -> ComplexArray:
 
 
 def _lookup(grid: GridModel, net: Any) -> list[int]:
-    return [grid.bus_index[name] for name in grid.bus_names][: len(net.bus)]
+    return [grid.bus_index[name] for name in grid.bus_names]
 
 
 def _branch_elements(grid: GridModel, net: Any) -> dict[int, tuple[tuple[str, int, str], ...]]:
@@ -91,7 +91,7 @@ def _branch_elements(grid: GridModel, net: Any) -> dict[int, tuple[tuple[str, in
     return out
 
 
-def net_create(
+def _create_measurement(
     net: Any,
     meas_type: str,
     element_type: str,
