@@ -15,11 +15,11 @@ from pathlib import Path
 
 import numpy as np
 
+from dsotp_streams.adapters.grids import load_grid
 from dsotp_streams.contracts.agent import load_agent_spec
 from dsotp_streams.contracts.messages import Window
 from dsotp_streams.core.estimation import Estimator, MeasurementMap, WlsOptions, solve_wls
 from dsotp_streams.core.estimation.reference import solve_pandapower
-from dsotp_streams.core.grid import load_grid
 from dsotp_streams.emulator import PmuFleet
 from dsotp_streams.errors import DsotpError
 

@@ -20,9 +20,10 @@ from rich.logging import RichHandler
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from dsotp_streams.adapters.grids import load_grid
 from dsotp_streams.adapters.mqtt import EmbeddedBroker, MqttEndpoint, endpoint_from_settings
 from dsotp_streams.contracts.agent import AgentSpec, load_agent_spec
-from dsotp_streams.core.grid import GridModel, load_grid
+from dsotp_streams.core.grid import GridModel
 from dsotp_streams.errors import DsotpError
 from dsotp_streams.runtime.embedded import AreaPipeline, Emulator, EmulatorStats, PipelineStats
 from dsotp_streams.settings import MqttSettings, Settings
@@ -138,7 +139,9 @@ async def run_demo(
                 EmbeddedBroker(host=settings.mqtt.host, port=settings.mqtt.port)
             )
             endpoint = broker.endpoint
-        grid = await asyncio.to_thread(load_grid, spec.grid, base_dir=settings.agent_file.parent)
+        grid = await asyncio.to_thread(
+            load_grid, spec.grid, base_dir=settings.agent_file.parent, data_dir=settings.data_dir
+        )
         pipeline = AreaPipeline(spec=spec, grid=grid, settings=settings, endpoint=endpoint)
         emulator = Emulator(spec=spec, grid=grid, settings=settings, endpoint=endpoint)
         pipeline_task = asyncio.create_task(pipeline.run(stop_pipeline))
@@ -223,7 +226,9 @@ async def _serve(
     """Load the grid, build one service against the configured broker, run it until stopped."""
     stop = asyncio.Event()
     _stop_on_signals(stop)
-    grid = await asyncio.to_thread(load_grid, spec.grid, base_dir=settings.agent_file.parent)
+    grid = await asyncio.to_thread(
+        load_grid, spec.grid, base_dir=settings.agent_file.parent, data_dir=settings.data_dir
+    )
     service = make(grid, endpoint_from_settings(settings.mqtt))
     if duration_s is not None:
         asyncio.get_running_loop().call_later(duration_s, stop.set)

@@ -6,6 +6,7 @@ cd "$(dirname "$0")/.."
 ./scripts/setup.sh --services
 
 .venv/bin/ruff check dsotp_streams tests benchmarks
+.venv/bin/ruff format --check dsotp_streams tests benchmarks
 .venv/bin/mypy
 set +e
 .venv/bin/python -m pytest "$@"

@@ -6,8 +6,9 @@ from pathlib import Path
 
 import pytest
 
+from dsotp_streams.adapters.grids import load_grid
 from dsotp_streams.contracts.agent import AgentSpec, load_agent_spec
-from dsotp_streams.core.grid import GridModel, load_grid
+from dsotp_streams.core.grid import GridModel
 from dsotp_streams.settings import Settings
 
 REPO = Path(__file__).resolve().parents[1]

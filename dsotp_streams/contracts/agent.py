@@ -33,6 +33,7 @@ class GridSource(StrEnum):
 
     PANDAPOWER_NETWORK = "pandapower_network"
     PANDAPOWER_JSON = "pandapower_json"
+    CGMES = "cgmes"
 
 
 class VoltageBasis(StrEnum):
@@ -47,11 +48,22 @@ class _Frozen(BaseModel):
 
 
 class GridSpec(_Frozen):
-    """The grid model: a network from pandapower's library by name, or a pandapower JSON file."""
+    """The grid model: pandapower's library by name, a pandapower JSON file, or a CGMES model.
+
+    File paths are relative to the agent file; ``{data_dir}`` stands for the data-directory
+    setting (``DSOTP_DATA_DIR``), so a spec can name shared data without a fixed path.
+    """
 
     source: GridSource = GridSource.PANDAPOWER_NETWORK
-    name: str = Field(min_length=1, description="function in pandapower.networks, or file path")
+    name: str = Field(
+        min_length=1,
+        description="function in pandapower.networks, or a file/folder path",
+    )
     kwargs: dict[str, Any] = Field(default_factory=dict)
+    ignore_phase_shift: bool = Field(
+        default=False,
+        description="drop transformer vector-group shifts (as DPsim and pyvolt do)",
+    )
 
 
 class WindowSpec(_Frozen):

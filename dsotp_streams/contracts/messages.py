@@ -64,7 +64,7 @@ class BusState(BaseModel):
 
 
 class LineFlow(BaseModel):
-    """Estimated flow at the from-side of one branch."""
+    """Estimated flows at both ends of one branch (line or transformer)."""
 
     model_config = ConfigDict(frozen=True)
 
@@ -72,6 +72,12 @@ class LineFlow(BaseModel):
     p_from_mw: float
     q_from_mvar: float
     i_from_ka: float
+    p_to_mw: float
+    q_to_mvar: float
+    i_to_ka: float
+    loading_percent: float | None = Field(
+        default=None, description="larger end current over the rating; None without a rating"
+    )
 
 
 class StateEstimate(BaseModel):
@@ -90,7 +96,7 @@ class StateEstimate(BaseModel):
     n_devices: int = 0
     missing_devices: list[str] = Field(default_factory=list)
     iterations: int = 0
-    objective: float | None = None
+    chi2: float | None = Field(default=None, description="weighted residual sum J(x)")
     dof: int | None = None
     chi2_threshold: float | None = None
     bad_data: list[str] = Field(default_factory=list)

@@ -3,22 +3,19 @@
 from __future__ import annotations
 
 import copy
-import importlib
 import logging
 import math
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 import scipy.sparse as sp
 
-from dsotp_streams.contracts.agent import GridSource, GridSpec
 from dsotp_streams.core.linalg import DENSE_MAX_BUSES, Matrix, Ops, dense_ops, sparse_ops
 from dsotp_streams.errors import ModelError
 
-__all__ = ["BranchRef", "GridModel", "load_grid", "load_pandapower_net"]
+__all__ = ["BranchRef", "GridModel"]
 
 log = logging.getLogger(__name__)
 
@@ -36,26 +33,33 @@ class BranchRef:
     index: int
     from_bus: int
     to_bus: int
+    rating_from_ka: float | None = None
+    rating_to_ka: float | None = None
 
 
-def load_pandapower_net(spec: GridSpec, *, base_dir: Path | None = None) -> Any:
-    """Build the pandapower network a grid spec names."""
-    try:
-        if spec.source is GridSource.PANDAPOWER_NETWORK:
-            networks = importlib.import_module("pandapower.networks")
-            factory = getattr(networks, spec.name, None)
-            if factory is None:
-                raise ModelError(f"pandapower.networks has no network {spec.name!r}")
-            return factory(**spec.kwargs)
-        pandapower = importlib.import_module("pandapower")
-        path = Path(spec.name)
-        if not path.is_absolute() and base_dir is not None:
-            path = base_dir / path
-        return pandapower.from_json(str(path))
-    except ModelError:
-        raise
-    except Exception as exc:  # pandapower raises anything from KeyError to OSError
-        raise ModelError(f"cannot load grid {spec.name!r}: {exc}") from exc
+def _positive(value: Any) -> float | None:
+    number = float(value)
+    return number if math.isfinite(number) and number > 0 else None
+
+
+def _ratings_ka(element: str, table: Any) -> list[tuple[float | None, float | None]]:
+    """Thermal ratings at both ends in kA (lines: max_i_ka x parallel; trafos: from sn_mva)."""
+    out: list[tuple[float | None, float | None]] = []
+    for _idx, row in table.iterrows():
+        parallel = float(row.get("parallel", 1) or 1)
+        if element == "line":
+            rating = _positive(row.get("max_i_ka", math.nan))
+            both = rating * parallel if rating else None
+            out.append((both, both))
+        else:
+            sn = _positive(row.get("sn_mva", math.nan))
+            if sn is None:
+                out.append((None, None))
+                continue
+            hv = sn * parallel / (math.sqrt(3.0) * float(row["vn_hv_kv"]))
+            lv = sn * parallel / (math.sqrt(3.0) * float(row["vn_lv_kv"]))
+            out.append((hv, lv))
+    return out
 
 
 def _unique_names(frame: Any, prefix: str) -> list[str]:
@@ -156,9 +160,11 @@ class GridModel:
                 continue
             start, _end = lookups[element]
             table = getattr(net, element)
+            ratings = _ratings_ka(element, table)
             for pos, name in enumerate(_unique_names(table, prefix)):
                 k = start + pos
-                branches[name] = BranchRef(name, k, int(f_bus[k]), int(t_bus[k]))
+                r_from, r_to = ratings[pos]
+                branches[name] = BranchRef(name, k, int(f_bus[k]), int(t_bus[k]), r_from, r_to)
 
         in_load = net.load[net.load.in_service]
         in_sgen = net.sgen[net.sgen.in_service]
@@ -192,8 +198,3 @@ class GridModel:
             sgen_bus=bus_lookup[in_sgen.bus.to_numpy(int)],
             v_slack=vm_slack * complex(math.cos(va_slack), math.sin(va_slack)),
         )
-
-
-def load_grid(spec: GridSpec, *, base_dir: Path | None = None) -> GridModel:
-    """Load and convert the grid an agent spec names."""
-    return GridModel.from_pandapower(load_pandapower_net(spec, base_dir=base_dir))

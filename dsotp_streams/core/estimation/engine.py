@@ -98,7 +98,7 @@ class Estimator:
             lines=lines,
             n_measurements=final.size if final is not None else 0,
             iterations=result.iterations,
-            objective=None if math.isnan(result.objective) else result.objective,
+            chi2=None if math.isnan(result.objective) else result.objective,
             dof=result.dof if self.engine == "wls" else None,
             chi2_threshold=result.chi2_threshold if self.engine == "wls" else None,
             bad_data=result.bad_data,
@@ -142,14 +142,27 @@ class Estimator:
                 )
             )
         i_from = grid.yf @ v
+        i_to = grid.yt @ v
         s_from = (grid.cf @ v) * np.conj(i_from) * grid.base_mva
-        lines = [
-            LineFlow(
-                line=ref.name,
-                p_from_mw=float(s_from[ref.index].real),
-                q_from_mvar=float(s_from[ref.index].imag),
-                i_from_ka=float(abs(i_from[ref.index]) * grid.i_base_ka(ref.from_bus)),
+        s_to = (grid.ct @ v) * np.conj(i_to) * grid.base_mva
+        lines = []
+        for ref in grid.branches.values():
+            k = ref.index
+            i_from_ka = float(abs(i_from[k]) * grid.i_base_ka(ref.from_bus))
+            i_to_ka = float(abs(i_to[k]) * grid.i_base_ka(ref.to_bus))
+            loading = None
+            if ref.rating_from_ka and ref.rating_to_ka:
+                loading = 100.0 * max(i_from_ka / ref.rating_from_ka, i_to_ka / ref.rating_to_ka)
+            lines.append(
+                LineFlow(
+                    line=ref.name,
+                    p_from_mw=float(s_from[k].real),
+                    q_from_mvar=float(s_from[k].imag),
+                    i_from_ka=i_from_ka,
+                    p_to_mw=float(s_to[k].real),
+                    q_to_mvar=float(s_to[k].imag),
+                    i_to_ka=i_to_ka,
+                    loading_percent=loading,
+                )
             )
-            for ref in grid.branches.values()
-        ]
         return buses, lines

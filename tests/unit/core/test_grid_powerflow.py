@@ -3,8 +3,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from dsotp_streams.adapters.grids import load_grid
 from dsotp_streams.contracts.agent import GridSpec
-from dsotp_streams.core.grid import GridModel, load_grid
+from dsotp_streams.core.grid import GridModel
 from dsotp_streams.core.powerflow import run_power_flow
 from dsotp_streams.errors import ModelError
 
