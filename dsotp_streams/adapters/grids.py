@@ -38,7 +38,8 @@ def load_pandapower_net(
             if factory is None:
                 raise ModelError(f"pandapower.networks has no network {spec.name!r}")
             with warnings.catch_warnings():
-                warnings.simplefilter("ignore", FutureWarning)
+                # the library's stored nets trigger pandapower's own format deprecations
+                warnings.simplefilter("ignore")
                 net = factory(**spec.kwargs)
         else:
             path = resolve_path(spec.name, base_dir=base_dir, data_dir=data_dir)

@@ -89,7 +89,14 @@ class SigmaSpec(_Frozen):
     im_floor_ka: float = Field(default=0.0005, gt=0)
     pseudo_rel: float = Field(default=0.5, gt=0)
     pseudo_floor_mw: float = Field(default=0.01, gt=0)
-    zero_injection_mw: float = Field(default=1e-4, gt=0)
+    pseudo_slack_vm_rel: float = Field(
+        default=0.02, gt=0, description="substation voltage set-point where no PMU measures it"
+    )
+    zero_injection_mw: float = Field(
+        default=0.01,
+        gt=0,
+        description="sigma of zero injections; tighter makes the gain ill-conditioned",
+    )
 
 
 class EstimatorSpec(_Frozen):
@@ -97,8 +104,10 @@ class EstimatorSpec(_Frozen):
 
     engine: Literal["wls", "pandapower"] = "wls"
     sigmas: SigmaSpec = SigmaSpec()
-    max_iterations: int = Field(default=20, ge=1, le=200)
-    tolerance: float = Field(default=1e-7, gt=0)
+    max_iterations: int = Field(default=30, ge=1, le=200)
+    tolerance: float = Field(
+        default=1e-6, gt=0, description="max state update at convergence (pu, rad)"
+    )
     bad_data: bool = True
     chi2_confidence: float = Field(default=0.99, gt=0.5, lt=1)
     lnr_threshold: float = Field(default=3.0, gt=0)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import warnings
 import logging
 import math
 from dataclasses import dataclass
@@ -11,6 +12,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 import scipy.sparse as sp
+from scipy.sparse.csgraph import connected_components
 
 from dsotp_streams.core.linalg import DENSE_MAX_BUSES, Matrix, Ops, dense_ops, sparse_ops
 from dsotp_streams.errors import ModelError
@@ -35,6 +37,40 @@ class BranchRef:
     to_bus: int
     rating_from_ka: float | None = None
     rating_to_ka: float | None = None
+    element: str = "line"  # "line" or "trafo"
+
+
+_FROZEN = "frozen_gen"
+
+
+def _run_pf(net: Any) -> None:
+    import pandapower as pp
+
+    try:
+        with warnings.catch_warnings():
+            # pandapower warns about its own data formats (e.g. older tap characteristics)
+            warnings.simplefilter("ignore")
+            pp.runpp(net, numba=False, calculate_voltage_angles=True)
+    except Exception as exc:  # pandapower raises its own and numpy errors
+        raise ModelError(f"initial power flow failed: {exc}") from exc
+
+
+def _freeze_generators(net: Any) -> None:
+    """Voltage-controlled generators become fixed P/Q injections at their power-flow result."""
+    import pandapower as pp
+
+    gens = net.gen[net.gen.in_service]
+    for idx, row in gens.iterrows():
+        pp.create_sgen(
+            net,
+            int(row["bus"]),
+            p_mw=float(net.res_gen.at[idx, "p_mw"]),
+            q_mvar=float(net.res_gen.at[idx, "q_mvar"]),
+            name=f"gen {row['name'] if isinstance(row['name'], str) else idx}",
+            type=_FROZEN,
+        )
+    net.gen.loc[gens.index, "in_service"] = False
+    log.info("%d PV generators held at their power-flow P/Q for estimation", len(gens))
 
 
 def _positive(value: Any) -> float | None:
@@ -87,7 +123,6 @@ class GridModel:
     f_bus: IntArray
     t_bus: IntArray
     vn_kv: FloatArray
-    slack: int
     bus_names: tuple[str, ...]
     bus_index: dict[str, int]
     branches: dict[str, BranchRef]
@@ -97,7 +132,22 @@ class GridModel:
     sgen_q_pu: FloatArray
     load_bus: IntArray
     sgen_bus: IntArray
-    v_slack: complex
+    sgen_fixed: BoolArray  # generators held at their power-flow P/Q (no weather profile)
+    slacks: IntArray  # one reference bus per island (an external grid)
+    v_slacks: ComplexArray
+    island: IntArray  # island number of every bus
+    v_nominal: ComplexArray  # power flow at nominal injections: the estimator's start
+
+    @property
+    def slack(self) -> int:
+        """The first island's reference bus."""
+        return int(self.slacks[0])
+
+    @property
+    def slack_of(self) -> IntArray:
+        """The reference bus of every bus's island."""
+        out: IntArray = self.slacks[self.island]
+        return out
 
     @property
     def n_bus(self) -> int:
@@ -126,17 +176,14 @@ class GridModel:
     @classmethod
     def from_pandapower(cls, net: Any) -> GridModel:
         """Convert a pandapower network (one power flow builds its internal model)."""
-        import pandapower as pp
 
         net = copy.deepcopy(net)
-        if len(net.gen) or len(net.ext_grid) != 1:
-            raise ModelError(
-                "the WLS engine supports grids with exactly one external grid and no PV generators"
-            )
-        try:
-            pp.runpp(net, numba=False, calculate_voltage_angles=True)
-        except Exception as exc:
-            raise ModelError(f"initial power flow failed: {exc}") from exc
+        if not len(net.ext_grid[net.ext_grid.in_service]):
+            raise ModelError("the grid has no external grid in service to act as slack")
+        _run_pf(net)
+        if len(net.gen[net.gen.in_service]):
+            _freeze_generators(net)
+            _run_pf(net)
         ppci = net._ppc["internal"]
         base_mva = float(ppci["baseMVA"])
         n = int(ppci["bus"].shape[0])
@@ -164,15 +211,26 @@ class GridModel:
             for pos, name in enumerate(_unique_names(table, prefix)):
                 k = start + pos
                 r_from, r_to = ratings[pos]
-                branches[name] = BranchRef(name, k, int(f_bus[k]), int(t_bus[k]), r_from, r_to)
+                branches[name] = BranchRef(
+                    name, k, int(f_bus[k]), int(t_bus[k]), r_from, r_to, element
+                )
 
         in_load = net.load[net.load.in_service]
         in_sgen = net.sgen[net.sgen.in_service]
         scale_load = in_load["scaling"].to_numpy(float) if "scaling" in in_load else 1.0
         scale_sgen = in_sgen["scaling"].to_numpy(float) if "scaling" in in_sgen else 1.0
-        slack = int(bus_lookup[int(net.ext_grid.bus.iloc[0])])
-        vm_slack = float(net.ext_grid.vm_pu.iloc[0])
-        va_slack = math.radians(float(net.ext_grid.va_degree.iloc[0]))
+        ext = net.ext_grid[net.ext_grid.in_service]
+        n_islands, island = connected_components(sp.csr_matrix(ppci["Ybus"]) != 0, directed=False)
+        slacks = np.full(n_islands, -1, dtype=np.int64)
+        v_slacks = np.zeros(n_islands, dtype=complex)
+        for bus, vm_pu, va_deg in zip(ext.bus, ext.vm_pu, ext.va_degree, strict=True):
+            internal = int(bus_lookup[int(bus)])
+            if internal < 0 or internal >= n or slacks[island[internal]] >= 0:
+                continue  # out of the internal model, or a second slack in the same island
+            slacks[island[internal]] = internal
+            v_slacks[island[internal]] = float(vm_pu) * np.exp(1j * math.radians(float(va_deg)))
+        if np.any(slacks < 0):
+            raise ModelError(f"{int(np.sum(slacks < 0))} energised island(s) have no slack")
         ops = dense_ops if n <= DENSE_MAX_BUSES else sparse_ops
         return cls(
             net=net,
@@ -186,7 +244,6 @@ class GridModel:
             f_bus=f_bus,
             t_bus=t_bus,
             vn_kv=ppci["bus"][:, 9].real.astype(float),
-            slack=slack,
             bus_names=tuple(bus_names),
             bus_index=bus_index,
             branches=branches,
@@ -196,5 +253,9 @@ class GridModel:
             sgen_q_pu=in_sgen.q_mvar.to_numpy(float) * scale_sgen / base_mva,
             load_bus=bus_lookup[in_load.bus.to_numpy(int)],
             sgen_bus=bus_lookup[in_sgen.bus.to_numpy(int)],
-            v_slack=vm_slack * complex(math.cos(va_slack), math.sin(va_slack)),
+            sgen_fixed=(in_sgen.get("type", "") == _FROZEN).to_numpy(bool),
+            slacks=slacks,
+            v_slacks=v_slacks,
+            island=island.astype(np.int64),
+            v_nominal=ppci["bus"][:, 7].real * np.exp(1j * np.radians(ppci["bus"][:, 8].real)),
         )

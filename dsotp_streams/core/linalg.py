@@ -2,17 +2,19 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+import scipy.linalg as sla
 import scipy.sparse as sp
 import scipy.sparse.linalg as spla
 
 __all__ = ["DENSE_MAX_BUSES", "Ops", "dense_ops", "sparse_ops"]
 
 # Below this size dense BLAS beats sparse bookkeeping by an order of magnitude.
-DENSE_MAX_BUSES = 400
+DENSE_MAX_BUSES = 100
 
 Matrix = Any  # numpy ndarray or scipy sparse matrix, as the backend decides
 
@@ -68,6 +70,14 @@ class Ops:
         if self.dense:
             return np.asarray(np.linalg.solve(a, b))
         return np.asarray(spla.spsolve(sp.csc_matrix(a), b))
+
+    def factorize(self, a: Matrix) -> Callable[[np.ndarray], np.ndarray]:
+        """A solver for a x = b with `a` factorised once (LU; SuperLU with COLAMD if sparse)."""
+        if self.dense:
+            lu = sla.lu_factor(a, check_finite=False)
+            return lambda b: np.asarray(sla.lu_solve(lu, b, check_finite=False))
+        factor = spla.splu(sp.csc_matrix(a), permc_spec="COLAMD")
+        return lambda b: np.asarray(factor.solve(b))
 
     def to_dense(self, m: Matrix) -> np.ndarray:
         """A dense copy (for rank checks and residual covariance)."""

@@ -34,11 +34,9 @@ def run_power_flow(
 ) -> ComplexArray:
     """Complex bus voltages (per unit) for net injections p_pu, q_pu (generation positive)."""
     n = grid.n_bus
-    pq = np.array([i for i in range(n) if i != grid.slack])
-    v = np.ones(n, dtype=complex) if v0 is None else v0.astype(complex).copy()
-    v[grid.slack] = grid.v_slack
-    if v0 is None:
-        v[pq] = v[pq] * np.exp(1j * np.angle(grid.v_slack))
+    pq = np.setdiff1d(np.arange(n), grid.slacks)
+    v = grid.v_nominal.copy() if v0 is None else v0.astype(complex).copy()
+    v[grid.slacks] = grid.v_slacks
     s_spec = p_pu + 1j * q_pu
     for _iteration in range(max_iterations + 1):
         mismatch = v * np.conj(grid.ybus @ v) - s_spec

@@ -72,7 +72,9 @@ class PmuFleet:
         load_factor = 1.0 + e.load_variation * (0.7 * math.sin(phase) + 0.3 * self._load_ou)
         pv_factor = max(0.0, math.sin(phase + 0.5))
         wind_factor = min(1.0, max(0.0, 0.6 + 0.3 * self._wind_ou))
-        gen_factor = np.where(self._is_wind, wind_factor, pv_factor)
+        gen_factor = np.where(
+            self.grid.sgen_fixed, 1.0, np.where(self._is_wind, wind_factor, pv_factor)
+        )
         g = self.grid
         p = np.zeros(g.n_bus)
         q = np.zeros(g.n_bus)

@@ -20,7 +20,7 @@ from dsotp_streams.contracts.messages import (
 )
 from dsotp_streams.core.estimation.measurements import MeasurementMap, MeasurementSet
 from dsotp_streams.core.estimation.reference import solve_pandapower
-from dsotp_streams.core.estimation.wls import WlsOptions, WlsResult, solve_wls
+from dsotp_streams.core.estimation.wls import WlsCache, WlsOptions, WlsResult, solve_wls
 from dsotp_streams.core.grid import ComplexArray, GridModel
 from dsotp_streams.errors import ConvergenceError, DsotpError, NotObservableError
 
@@ -47,7 +47,7 @@ class Estimator:
             max_bad_data=e.max_bad_data,
         )
         self._last_v: ComplexArray | None = None
-        self._observable: set[bytes] = set()
+        self._cache = WlsCache(grid)
 
     def estimate(self, window: Window, *, truth: TrueState | None = None) -> StateEstimate:
         """Estimate the state of one window."""
@@ -70,7 +70,7 @@ class Estimator:
                     ms,
                     options=self.options,
                     v0=self._last_v,
-                    observable=self._observable,
+                    cache=self._cache,
                 )
                 self._last_v = result.v
         except NotObservableError as exc:
@@ -126,15 +126,17 @@ class Estimator:
         self, v: ComplexArray, truth: TrueState | None
     ) -> tuple[list[BusState], list[LineFlow]]:
         grid = self.grid
-        ref_angle = float(np.angle(v[grid.slack])) - float(np.angle(grid.v_slack))
+        # angles relative to each island's reference, as a power flow reports them
+        island_ref = np.angle(v[grid.slacks]) - np.angle(grid.v_slacks)
+        ref_angle = island_ref[grid.island]
         s_bus = v * np.conj(grid.ybus @ v) * grid.base_mva
         buses = []
         for name, idx in grid.named_buses:
             buses.append(
-                BusState(
+                BusState.model_construct(  # values computed here, no validation needed
                     bus=name,
                     vm_pu=float(abs(v[idx])),
-                    va_deg=math.degrees(float(np.angle(v[idx])) - ref_angle),
+                    va_deg=math.degrees(float(np.angle(v[idx]) - ref_angle[idx])),
                     p_mw=float(-s_bus[idx].real),
                     q_mvar=float(-s_bus[idx].imag),
                     true_vm_pu=truth.vm_pu.get(name) if truth else None,
@@ -154,7 +156,7 @@ class Estimator:
             if ref.rating_from_ka and ref.rating_to_ka:
                 loading = 100.0 * max(i_from_ka / ref.rating_from_ka, i_to_ka / ref.rating_to_ka)
             lines.append(
-                LineFlow(
+                LineFlow.model_construct(
                     line=ref.name,
                     p_from_mw=float(s_from[k].real),
                     q_from_mvar=float(s_from[k].imag),

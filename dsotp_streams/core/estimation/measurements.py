@@ -126,8 +126,15 @@ class MeasurementMap:
         np.add.at(gross, grid.sgen_bus, np.hypot(grid.sgen_p_pu, grid.sgen_q_pu))
         out: list[tuple[Kind, int, float, float, str]] = []
         names = {idx: name for name, idx in grid.bus_index.items()}
+        slacks = set(grid.slacks.tolist())
+        for slack, v_slack in zip(grid.slacks, grid.v_slacks, strict=True):
+            # the substation's set-point, unless a PMU measures it: keeps a slack that no
+            # measurement touches from becoming a weakly observable, slowly converging state
+            vm = float(abs(v_slack))
+            name = names.get(int(slack), f"aux {slack}")
+            out.append((Kind.VM, int(slack), vm, s.pseudo_slack_vm_rel * vm, f"{name}:pseudo_vm"))
         for bus in range(grid.n_bus):
-            if bus == grid.slack:
+            if bus in slacks:
                 continue
             name = names.get(bus, f"aux {bus}")
             if gross[bus] == 0.0:
@@ -157,9 +164,9 @@ class MeasurementMap:
             if channel is None:
                 continue
             if measurand in (Measurand.VOLTANGLE, Measurand.CURRANGLE):
-                value = float(np.angle(np.mean(np.exp(1j * np.asarray(values)))))
+                value = math.atan2(sum(map(math.sin, values)), sum(map(math.cos, values)))
             else:
-                value = float(np.mean(values))
+                value = sum(values) / len(values)
             label = f"{device}:{component}:{measurand.value}"
             vn_kv = float(grid.vn_kv[channel.bus])
             if channel.is_bus and measurand is Measurand.VOLTMAGNITUDE:
@@ -188,11 +195,11 @@ class MeasurementMap:
                 pu = 3.0 * value / 1e6 / grid.base_mva
                 sigma = s.meter_pq_rel * abs(pu) + s.pq_floor_mw / grid.base_mva
                 rows.append((kind, channel.element, channel.side, pu, sigma, label, False))
-        measured_inj = {(k, e) for k, e, *_ in rows if k in (Kind.P_INJ, Kind.Q_INJ)}
+        measured = {(k, e) for k, e, *_ in rows if k in (Kind.P_INJ, Kind.Q_INJ, Kind.VM)}
         for kind, bus, value, sigma, label in self._pseudo:
-            if (kind, bus) not in measured_inj:
+            if (kind, bus) not in measured:
                 rows.append((kind, bus, 0, value, sigma, label, True))
-        _drop_weak_angle_magnitudes(rows)
+        _drop_noise_level_currents(rows)
         return MeasurementSet(
             kind=np.array([r[0] for r in rows], dtype=np.int64),
             element=np.array([r[1] for r in rows], dtype=np.int64),
@@ -204,10 +211,14 @@ class MeasurementMap:
         )
 
 
-def _drop_weak_angle_magnitudes(rows: list[tuple[Kind, int, int, float, float, str, bool]]) -> None:
-    """Current angles of near-zero currents carry no information: drop them."""
-    tiny = {(e, sd) for k, e, sd, v, *_ in rows if k is Kind.I_MAG and v < 1e-6}
-    rows[:] = [r for r in rows if not (r[0] is Kind.I_ANG and (r[1], r[2]) in tiny)]
+def _drop_noise_level_currents(rows: list[tuple[Kind, int, int, float, float, str, bool]]) -> None:
+    """Drop currents below twice their sigma (an open switch, an idle line), angle and magnitude.
+
+    Their angle is noise, and |I| has a kink at zero that slows Gauss-Newton to linear
+    convergence; what they say (no flow) the topology and the injections already say.
+    """
+    tiny = {(e, sd) for k, e, sd, v, sigma, *_ in rows if k is Kind.I_MAG and v < 2.0 * sigma}
+    rows[:] = [r for r in rows if not (r[0] in (Kind.I_MAG, Kind.I_ANG) and (r[1], r[2]) in tiny)]
 
 
 def _wrap(angle: float) -> float:

@@ -22,7 +22,10 @@ _BRANCH_KINDS = {Kind.P_FLOW: "p", Kind.Q_FLOW: "q", Kind.I_MAG: "i"}
 
 
 def solve_pandapower(grid: GridModel, ms: MeasurementSet) -> ComplexArray:
-    """Estimate with pandapower (about 100 ms a snapshot); it ignores angle measurements."""
+    """Estimate with pandapower (about 100 ms a snapshot).
+
+    pandapower uses voltage angles but ignores current angles, and holds the slack angle fixed.
+    """
     from pandapower.estimation import estimate
 
     net: Any = copy.deepcopy(grid.net)
@@ -35,6 +38,9 @@ def solve_pandapower(grid: GridModel, ms: MeasurementSet) -> ComplexArray:
         kind = Kind(int(k))
         if kind is Kind.VM and el in ppc_to_pp:
             _create_measurement(net, "v", "bus", value, sigma, ppc_to_pp[el])
+        elif kind is Kind.VA and el in ppc_to_pp:
+            deg = math.degrees
+            _create_measurement(net, "va", "bus", deg(value), deg(sigma), ppc_to_pp[el])
         elif kind in (Kind.P_INJ, Kind.Q_INJ) and el in ppc_to_pp:
             # pandapower bus measurements are consumption-positive, in MW
             meas = "p" if kind is Kind.P_INJ else "q"

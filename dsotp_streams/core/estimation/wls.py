@@ -2,29 +2,44 @@
 
 from __future__ import annotations
 
+import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import lru_cache
 
 import numpy as np
+import scipy.sparse as sp
 from scipy.stats import chi2
 
 from dsotp_streams.core.estimation.measurements import ANGLE_KINDS, Kind, MeasurementSet, Side
-from dsotp_streams.core.grid import ComplexArray, FloatArray, GridModel
+from dsotp_streams.core.grid import BoolArray, ComplexArray, FloatArray, GridModel, IntArray
 from dsotp_streams.core.linalg import Matrix, Ops
-from dsotp_streams.core.powerflow import dsbus_dv
 from dsotp_streams.errors import ConvergenceError, NotObservableError
 
-__all__ = ["WlsOptions", "WlsResult", "solve_wls"]
+__all__ = [
+    "WlsCache",
+    "WlsOptions",
+    "WlsResult",
+    "chi2_threshold",
+    "residual_variances",
+    "solve_wls",
+]
+
+_BRANCH_KINDS = (Kind.P_FLOW, Kind.Q_FLOW, Kind.I_MAG, Kind.I_ANG)
 
 
 @dataclass(frozen=True)
 class WlsOptions:
     """Solver and bad-data settings."""
 
-    max_iterations: int = 20
-    tolerance: float = 1e-7
+    max_iterations: int = 30
+    tolerance: float = 1e-6
     bad_data: bool = True
     chi2_confidence: float = 0.99
     lnr_threshold: float = 3.0
+    # Also test the largest normalised residual when chi2 passes: conservative pseudo-measurement
+    # sigmas deflate J(x), so chi2 alone misses single gross errors. None turns this off.
+    lnr_detection: float | None = 4.0
     max_bad_data: int = 3
 
 
@@ -46,94 +61,196 @@ class WlsResult:
         return self.dof <= 0 or self.objective <= self.chi2_threshold
 
 
+def _csr_rows(m: Matrix, n: int) -> tuple[IntArray, IntArray, ComplexArray]:
+    """(row, column, value) triplets of a matrix's nonzeros."""
+    coo = sp.coo_matrix(m)
+    keep = coo.data != 0
+    return (
+        coo.row[keep].astype(np.int64),
+        coo.col[keep].astype(np.int64),
+        coo.data[keep].astype(complex),
+    )
+
+
 class _Model:
-    """Measurement functions h(x) and Jacobian H(x) for one measurement set."""
+    """Measurement functions h(x) and Jacobian H(x), planned once per measurement structure.
+
+    The Jacobian's sparsity pattern is fixed by the structure, so the plan stores its (row,
+    column) pairs once; each evaluation computes only the values, with a fixed number of vector
+    operations however many measurements there are, and assembles the matrix in one step (dense
+    through bincount for small grids, CSR for large). Complex row multipliers pick the real part
+    (P, |I|) or the imaginary part (Q, angle) of each row. Rows are in `order`: bus voltages,
+    bus injections, branch ends.
+    """
 
     def __init__(self, grid: GridModel, ms: MeasurementSet) -> None:
         self.grid = grid
-        self.ms = ms
-        n = grid.n_bus
-        self.has_angles = bool(np.any(np.isin(ms.kind, ANGLE_KINDS)))
-        self.angle_states = (
-            np.arange(n) if self.has_angles else np.array([i for i in range(n) if i != grid.slack])
+        n, kind = grid.n_bus, ms.kind
+        self.size = ms.size
+        # an island's angles are absolute when a PMU angle lies in it; else its slack is fixed
+        angle_rows = np.isin(kind, ANGLE_KINDS)
+        angle_buses = np.where(
+            kind[angle_rows] == Kind.VA,
+            ms.element[angle_rows],
+            np.where(
+                ms.side[angle_rows] == Side.FROM,
+                grid.f_bus[ms.element[angle_rows]],
+                grid.t_bus[ms.element[angle_rows]],
+            ),
         )
+        referenced = set(grid.island[angle_buses].tolist())
+        fixed = [int(b) for k, b in enumerate(grid.slacks) if k not in referenced]
+        self.angle_states = np.setdiff1d(np.arange(n), fixed)
         self.n_state = len(self.angle_states) + n
-        self.groups = {k: np.flatnonzero(ms.kind == k) for k in Kind}
+        # state column of every (derivative, bus): angles first, then magnitudes; -1 if fixed
+        self.col_va = np.full(n, -1, dtype=np.int64)
+        self.col_va[self.angle_states] = np.arange(len(self.angle_states))
+        self.col_vm = len(self.angle_states) + np.arange(n, dtype=np.int64)
+
+        rows_vm = np.flatnonzero(kind == Kind.VM)
+        rows_va = np.flatnonzero(kind == Kind.VA)
+        rows_inj = np.flatnonzero((kind == Kind.P_INJ) | (kind == Kind.Q_INJ))
+        rows_br = np.flatnonzero(np.isin(kind, _BRANCH_KINDS))
+        self.order = np.concatenate([rows_vm, rows_va, rows_inj, rows_br])
+        self.el_vm = ms.element[rows_vm]
+        self.el_va = ms.element[rows_va]
+        off_inj = len(rows_vm) + len(rows_va)
+        off_br = off_inj + len(rows_inj)
+        self.n_v, self.n_inj, self.n_br = off_inj, len(rows_inj), len(rows_br)
+
+        # injections S_r = v_e conj(Y_e v): pattern of the Ybus rows, plus the diagonal term
+        self.el_inj = ms.element[rows_inj]
+        self.alpha_inj = np.where(kind[rows_inj] == Kind.P_INJ, 1.0 + 0j, -1j)
+        self.inj_r, self.inj_c, self.inj_y = _csr_rows(grid.ybus[self.el_inj], n)
+        # branch ends I_r = Y_end v, S_r = v_end conj(I_r)
+        br_kind = kind[rows_br]
+        el_br, side_br = ms.element[rows_br], ms.side[rows_br]
+        from_side = side_br == Side.FROM
+        y_from = sp.csr_matrix(grid.yf)[el_br]
+        y_to = sp.csr_matrix(grid.yt)[el_br]
+        y_br = (
+            sp.diags(from_side.astype(float)) @ y_from + sp.diags((~from_side).astype(float)) @ y_to
+        )
+        self.br_r, self.br_c, self.br_y = _csr_rows(y_br, n)
+        self.end_bus = np.where(from_side, grid.f_bus[el_br], grid.t_bus[el_br])
+        self.is_flow = np.isin(br_kind, (Kind.P_FLOW, Kind.Q_FLOW))
+        self.is_p_flow = br_kind == Kind.P_FLOW
+        self.is_imag = br_kind == Kind.I_MAG
+        self.alpha_br = np.select(
+            [br_kind == Kind.P_FLOW, br_kind == Kind.Q_FLOW], [1.0 + 0j, -1j], 0.0 + 0j
+        )
+
+        # the fixed pattern: for each group of entries, its rows and state columns
+        r_inj_diag = np.arange(self.n_inj)
+        r_br_diag = np.arange(self.n_br)
+        parts_r = [
+            np.arange(len(rows_vm)),
+            len(rows_vm) + np.arange(len(rows_va)),
+            off_inj + self.inj_r,
+            off_inj + r_inj_diag,
+            off_inj + self.inj_r,
+            off_inj + r_inj_diag,
+            off_br + self.br_r,
+            off_br + r_br_diag,
+            off_br + self.br_r,
+            off_br + r_br_diag,
+        ]
+        parts_c = [
+            self.col_vm[self.el_vm],
+            self.col_va[self.el_va],
+            self.col_va[self.inj_c],
+            self.col_va[self.el_inj],
+            self.col_vm[self.inj_c],
+            self.col_vm[self.el_inj],
+            self.col_va[self.br_c],
+            self.col_va[self.end_bus],
+            self.col_vm[self.br_c],
+            self.col_vm[self.end_bus],
+        ]
+        rows_all = np.concatenate(parts_r)
+        cols_all = np.concatenate(parts_c)
+        self.keep = cols_all >= 0  # entries on fixed slack angles drop out
+        self.rows = rows_all[self.keep]
+        self.cols = cols_all[self.keep]
+        self.flat = self.rows * self.n_state + self.cols
+        self.dense = grid.ops.dense
+        self.shape = (self.size, self.n_state)
+        self.factor: Callable[[FloatArray], FloatArray] | None = None  # last gain factorisation
+
+    def permute(self, ms: MeasurementSet) -> tuple[FloatArray, FloatArray, BoolArray]:
+        """Values, sigmas and angle flags in the model's row order."""
+        return (
+            ms.value[self.order],
+            ms.sigma[self.order],
+            np.isin(ms.kind[self.order], ANGLE_KINDS),
+        )
 
     def evaluate(self, v: ComplexArray) -> tuple[FloatArray, Matrix]:
-        grid, ms, g, ops = self.grid, self.ms, self.groups, self.grid.ops
-        n = grid.n_bus
-        h = np.zeros(ms.size)
-        blocks: list[tuple[np.ndarray, Matrix, Matrix]] = []
+        """h(v) and the Jacobian, rows in `order`, columns [free angles, magnitudes]."""
         vm = np.abs(v)
-        if len(g[Kind.VM]):
-            rows = g[Kind.VM]
-            h[rows] = vm[ms.element[rows]]
-            blocks.append((rows, ops.zeros(len(rows), n), ops.unit_rows(ms.element[rows], n)))
-        if len(g[Kind.VA]):
-            rows = g[Kind.VA]
-            h[rows] = np.angle(v[ms.element[rows]])
-            blocks.append((rows, ops.unit_rows(ms.element[rows], n), ops.zeros(len(rows), n)))
-        if len(g[Kind.P_INJ]) or len(g[Kind.Q_INJ]):
-            s_bus = v * np.conj(grid.ybus @ v)
-            ds_dva, ds_dvm = dsbus_dv(grid, v)
-            for kind, part in ((Kind.P_INJ, np.real), (Kind.Q_INJ, np.imag)):
-                rows = g[kind]
-                if len(rows):
-                    el = ms.element[rows]
-                    h[rows] = part(s_bus[el])
-                    blocks.append((rows, part(ds_dva[el]), part(ds_dvm[el])))
-        branch_rows = np.concatenate(
-            [g[k] for k in (Kind.P_FLOW, Kind.Q_FLOW, Kind.I_MAG, Kind.I_ANG)]
+        vnorm = v / vm
+        jv = 1j * v
+        values: list[FloatArray] = [np.ones(len(self.el_vm)), np.ones(len(self.el_va))]
+        h_parts: list[FloatArray] = [vm[self.el_vm], np.angle(v[self.el_va])]
+
+        # injections
+        a = self.alpha_inj
+        v_el = v[self.el_inj]
+        yv = self.inj_y * v[self.inj_c]
+        i_el = np.bincount(self.inj_r, weights=yv.real, minlength=self.n_inj) + 1j * np.bincount(
+            self.inj_r, weights=yv.imag, minlength=self.n_inj
         )
-        if len(branch_rows):
-            vnorm = v / vm
-            jv = 1j * v
-            for side, y, c in ((Side.FROM, grid.yf, grid.cf), (Side.TO, grid.yt, grid.ct)):
-                sel = branch_rows[ms.side[branch_rows] == side]
-                if not len(sel):
-                    continue
-                i_br = y @ v
-                v_end = c @ v
-                for kind in (Kind.P_FLOW, Kind.Q_FLOW, Kind.I_MAG, Kind.I_ANG):
-                    rows = sel[ms.kind[sel] == kind]
-                    if not len(rows):
-                        continue
-                    el = ms.element[rows]
-                    i_el = i_br[el]
-                    di_dva = ops.scale_cols(y[el], jv)
-                    di_dvm = ops.scale_cols(y[el], vnorm)
-                    if kind in (Kind.P_FLOW, Kind.Q_FLOW):
-                        dva = ops.scale_rows(np.conj(i_el), ops.scale_cols(c[el], jv)) + (
-                            ops.scale_rows(v_end[el], di_dva.conj())
-                        )
-                        dvm = ops.scale_rows(np.conj(i_el), ops.scale_cols(c[el], vnorm)) + (
-                            ops.scale_rows(v_end[el], di_dvm.conj())
-                        )
-                        part = np.real if kind is Kind.P_FLOW else np.imag
-                        h[rows] = part(v_end[el] * np.conj(i_el))
-                        blocks.append((rows, part(dva), part(dvm)))
-                    elif kind is Kind.I_MAG:
-                        w = np.conj(i_el) / np.maximum(np.abs(i_el), 1e-9)
-                        h[rows] = np.abs(i_el)
-                        blocks.append(
-                            (rows, ops.scale_rows(w, di_dva).real, ops.scale_rows(w, di_dvm).real)
-                        )
-                    else:
-                        w = np.conj(i_el) / np.maximum(np.abs(i_el) ** 2, 1e-18)
-                        h[rows] = np.angle(i_el)
-                        blocks.append(
-                            (rows, ops.scale_rows(w, di_dva).imag, ops.scale_rows(w, di_dvm).imag)
-                        )
-        order = np.concatenate([b[0] for b in blocks])
-        dva_all = ops.vstack([b[1] for b in blocks])
-        dvm_all = ops.vstack([b[2] for b in blocks])
-        jac = ops.hstack([dva_all[:, self.angle_states], dvm_all])
-        inverse = np.empty_like(order)
-        inverse[order] = np.arange(len(order))
-        return h, jac[inverse]
+        h_parts.append(np.real(a * v_el * np.conj(i_el)))
+        a_r = a[self.inj_r]
+        values += [
+            np.real(-a_r * jv[self.el_inj][self.inj_r] * np.conj(yv)),
+            np.real(a * jv[self.el_inj] * np.conj(i_el)),
+            np.real(a_r * v_el[self.inj_r] * np.conj(self.inj_y * vnorm[self.inj_c])),
+            np.real(a * np.conj(i_el) * vnorm[self.el_inj]),
+        ]
+
+        # branch ends
+        yv = self.br_y * v[self.br_c]
+        i_br = np.bincount(self.br_r, weights=yv.real, minlength=self.n_br) + 1j * np.bincount(
+            self.br_r, weights=yv.imag, minlength=self.n_br
+        )
+        v_end = v[self.end_bus]
+        s_br = v_end * np.conj(i_br)
+        h_parts.append(
+            np.where(
+                self.is_flow,
+                np.where(self.is_p_flow, s_br.real, s_br.imag),
+                np.where(self.is_imag, np.abs(i_br), np.angle(i_br)),
+            )
+        )
+        mag = np.maximum(np.abs(i_br), 1e-9)
+        # d|I| = Re(conj(I)/|I| dI); d angle(I) = Im(conj(I)/|I|^2 dI) = Re(-j conj(I)/|I|^2 dI)
+        beta = np.where(
+            self.is_flow,
+            0.0 + 0j,
+            np.where(self.is_imag, np.conj(i_br) / mag, -1j * np.conj(i_br) / mag**2),
+        )
+        a = self.alpha_br
+        di_va = yv * 1j  # Y_rc * j v_c
+        di_vm = self.br_y * vnorm[self.br_c]
+        av, b_r = (a * v_end)[self.br_r], beta[self.br_r]
+        values += [
+            np.real(av * np.conj(di_va) + b_r * di_va),
+            np.real(a * np.conj(i_br) * jv[self.end_bus]),
+            np.real(av * np.conj(di_vm) + b_r * di_vm),
+            np.real(a * np.conj(i_br) * vnorm[self.end_bus]),
+        ]
+        data = np.concatenate(values)[self.keep]
+        if self.dense:
+            jac: Matrix = np.bincount(
+                self.flat, weights=data, minlength=self.size * self.n_state
+            ).reshape(self.shape)
+        else:
+            jac = sp.csr_matrix((data, (self.rows, self.cols)), shape=self.shape)
+        return np.concatenate(h_parts), jac
 
     def update(self, v: ComplexArray, dx: FloatArray) -> ComplexArray:
+        """Apply a state correction."""
         va = np.angle(v)
         vm = np.abs(v)
         na = len(self.angle_states)
@@ -143,11 +260,44 @@ class _Model:
         return v_new
 
 
-def _residual(ms: MeasurementSet, h: FloatArray) -> FloatArray:
-    r = ms.value - h
-    angles = np.isin(ms.kind, ANGLE_KINDS)
-    r[angles] = (r[angles] + np.pi) % (2.0 * np.pi) - np.pi
-    return r
+class WlsCache:
+    """A stream's memory between windows: models and observability per measurement structure.
+
+    The set of measurements of a stream rarely changes, so planning the measurement functions and
+    the rank check (the costliest steps) run once per structure, not once per window.
+    """
+
+    def __init__(self, grid: GridModel, max_entries: int = 256) -> None:
+        self.grid = grid
+        self.max_entries = max_entries
+        self._models: dict[bytes, _Model] = {}
+        self._observable: set[bytes] = set()
+
+    def model(self, ms: MeasurementSet) -> _Model:
+        """The planned model of this structure."""
+        key = _structure(ms)
+        model = self._models.get(key)
+        if model is None:
+            if len(self._models) >= self.max_entries:
+                self._models.clear()
+            model = self._models[key] = _Model(self.grid, ms)
+        return model
+
+    def is_observable(self, ms: MeasurementSet) -> bool:
+        """True when this structure has passed the rank check before."""
+        return _structure(ms) in self._observable
+
+    def mark_observable(self, ms: MeasurementSet) -> None:
+        """Remember a structure that passed the rank check."""
+        if len(self._observable) >= self.max_entries:
+            self._observable.clear()
+        self._observable.add(_structure(ms))
+
+
+@lru_cache(maxsize=1024)
+def chi2_threshold(dof: int, confidence: float) -> float:
+    """The chi-square quantile a weighted residual sum is tested against."""
+    return float(chi2.ppf(confidence, dof)) if dof > 0 else 0.0
 
 
 def _structure(ms: MeasurementSet) -> bytes:
@@ -155,15 +305,12 @@ def _structure(ms: MeasurementSet) -> bytes:
 
 
 def _check_observable(
-    model: _Model, v0: ComplexArray, observable: set[bytes] | None = None
+    model: _Model, ms: MeasurementSet, v0: ComplexArray, cache: WlsCache | None
 ) -> None:
-    key = _structure(model.ms)
-    if observable is not None and key in observable:
+    if cache is not None and cache.is_observable(ms):
         return
-    if model.ms.size < model.n_state:
-        raise NotObservableError(
-            f"{model.ms.size} measurements for {model.n_state} state variables"
-        )
+    if ms.size < model.n_state:
+        raise NotObservableError(f"{ms.size} measurements for {model.n_state} state variables")
     _h, jac = model.evaluate(v0)
     if model.n_state <= 2000:
         rank = int(np.linalg.matrix_rank(model.grid.ops.to_dense(jac)))
@@ -171,10 +318,18 @@ def _check_observable(
             raise NotObservableError(
                 f"measurement Jacobian has rank {rank} < {model.n_state} state variables"
             )
-    if observable is not None:
-        if len(observable) > 1024:
-            observable.clear()
-        observable.add(key)
+    if cache is not None:
+        cache.mark_observable(ms)
+
+
+@dataclass(frozen=True)
+class _Fit:
+    v: ComplexArray
+    iterations: int
+    residual: FloatArray  # in model row order
+    sigma: FloatArray  # in model row order
+    jac: Matrix
+    model: _Model
 
 
 def _solve_once(
@@ -182,40 +337,80 @@ def _solve_once(
     ms: MeasurementSet,
     v0: ComplexArray,
     options: WlsOptions,
-    observable: set[bytes] | None,
-) -> tuple[ComplexArray, int, FloatArray, Matrix, _Model]:
-    model = _Model(grid, ms)
-    _check_observable(model, v0, observable)
+    cache: WlsCache | None,
+) -> _Fit:
+    model = cache.model(ms) if cache is not None else _Model(grid, ms)
+    _check_observable(model, ms, v0, cache)
     ops = grid.ops
-    weights = 1.0 / ms.sigma**2
+    value, sigma, angle = model.permute(ms)
+    weights = 1.0 / sigma**2
     v = v0.copy()
+    # Large (sparse) grids keep the gain factorisation between iterations and windows while
+    # steps keep contracting (a "dishonest" Gauss-Newton): the factorisation is most of the
+    # cost and the gain barely moves from one window to the next. Small grids refactor always.
+    reuse = not ops.dense
+    last_step = math.inf
     for iteration in range(1, options.max_iterations + 1):
         h, jac = model.evaluate(v)
-        r = _residual(ms, h)
-        gain = jac.T @ ops.scale_rows(weights, jac)
-        try:
-            dx = ops.solve(gain, jac.T @ (weights * r))
-        except (RuntimeError, np.linalg.LinAlgError) as exc:
-            raise NotObservableError(f"gain matrix is singular: {exc}") from exc
-        if not np.all(np.isfinite(dx)):
+        r = value - h
+        r[angle] = (r[angle] + np.pi) % (2.0 * np.pi) - np.pi
+        rhs = jac.T @ (weights * r)
+        fresh = model.factor is None or not reuse
+        if fresh:
+            model.factor = _factorize(ops, jac, weights)
+        assert model.factor is not None
+        dx = model.factor(rhs)
+        step = float(np.max(np.abs(dx))) if np.all(np.isfinite(dx)) else math.inf
+        if not fresh and step > 0.8 * last_step:
+            model.factor = _factorize(ops, jac, weights)  # stale gain: refactor here
+            dx = model.factor(rhs)
+            step = float(np.max(np.abs(dx))) if np.all(np.isfinite(dx)) else math.inf
+        if not math.isfinite(step):
+            model.factor = None
             raise NotObservableError("gain matrix is singular (non-finite update)")
         v = model.update(v, dx)
-        if np.max(np.abs(dx)) < options.tolerance:
-            h, jac = model.evaluate(v)
-            return v, iteration, _residual(ms, h), jac, model
+        last_step = step
+        if step < options.tolerance:
+            # the step is below tolerance: the linearised residual is exact to O(dx^2)
+            return _Fit(v, iteration, r - jac @ dx, sigma, jac, model)
+    model.factor = None
     raise ConvergenceError(f"WLS did not converge in {options.max_iterations} iterations")
 
 
-def _normalized_residuals(ms: MeasurementSet, r: FloatArray, jac: Matrix, ops: Ops) -> FloatArray:
+def _factorize(ops: Ops, jac: Matrix, weights: FloatArray) -> Callable[[FloatArray], FloatArray]:
+    gain = jac.T @ ops.scale_rows(weights, jac)
+    try:
+        return ops.factorize(gain)
+    except (RuntimeError, np.linalg.LinAlgError, ValueError) as exc:
+        raise NotObservableError(f"gain matrix is singular: {exc}") from exc
+
+
+def _normalized_residuals(sigma: FloatArray, r: FloatArray, jac: Matrix, ops: Ops) -> FloatArray:
     h = ops.to_dense(jac)
-    w = 1.0 / ms.sigma**2
+    w = 1.0 / sigma**2
     gain = h.T @ (w[:, None] * h)
-    cov_r = np.diag(ms.sigma**2) - h @ np.linalg.solve(gain, h.T)
-    omega = np.clip(np.diag(cov_r), 0.0, None)
+    # diag(H G^-1 H^T) without forming the m x m product
+    omega = np.clip(sigma**2 - np.einsum("ij,ji->i", h, np.linalg.solve(gain, h.T)), 0.0, None)
     rn = np.zeros_like(r)
-    ok = omega > 1e-12 * ms.sigma**2
+    ok = omega > 1e-12 * sigma**2
     rn[ok] = np.abs(r[ok]) / np.sqrt(omega[ok])
     return rn
+
+
+def residual_variances(grid: GridModel, ms: MeasurementSet, v: ComplexArray) -> FloatArray:
+    """Variance of each measurement's residual at state v (in the set's order).
+
+    Near zero for a critical measurement: an error in it cannot show in any residual.
+    """
+    model = _Model(grid, ms)
+    _h, jac = model.evaluate(v)
+    _value, sigma, _angle = model.permute(ms)
+    h = grid.ops.to_dense(jac)
+    gain = h.T @ ((1.0 / sigma**2)[:, None] * h)
+    omega = np.clip(sigma**2 - np.einsum("ij,ji->i", h, np.linalg.solve(gain, h.T)), 0.0, None)
+    out: FloatArray = np.empty_like(omega)
+    out[model.order] = omega
+    return out
 
 
 def solve_wls(
@@ -224,38 +419,51 @@ def solve_wls(
     *,
     options: WlsOptions,
     v0: ComplexArray | None = None,
-    observable: set[bytes] | None = None,
+    cache: WlsCache | None = None,
 ) -> WlsResult:
     """Estimate bus voltages; remove bad data by largest normalized residual while chi2 fails.
 
-    `observable` caches measurement structures already shown observable (the rank check is the
-    costliest step for a stream whose measurement set rarely changes).
+    Starts from `v0` (the previous window's state in a stream) or the grid's nominal power flow;
+    `cache` keeps planned models and observability per measurement structure between calls.
     """
-    start = np.ones(grid.n_bus, dtype=complex) * grid.v_slack if v0 is None else v0
+    if not np.any(~ms.pseudo & ~ms.exact):
+        raise NotObservableError("no real measurement in the window, only pseudo-measurements")
+    start = grid.v_nominal if v0 is None else v0
     removed: list[str] = []
     while True:
-        v, iterations, r, jac, model = _solve_once(grid, ms, start, options, observable)
-        objective = float(np.sum((r / ms.sigma) ** 2))
-        dof = ms.size - model.n_state
-        threshold = float(chi2.ppf(options.chi2_confidence, dof)) if dof > 0 else 0.0
-        result = WlsResult(v, iterations, objective, dof, threshold, removed, ms)
+        try:
+            fit = _solve_once(grid, ms, start, options, cache)
+        except ConvergenceError:
+            if v0 is None or start is grid.v_nominal:
+                raise
+            start = grid.v_nominal  # a stale warm start: retry once from the nominal state
+            fit = _solve_once(grid, ms, start, options, cache)
+        objective = float(np.sum((fit.residual / fit.sigma) ** 2))
+        dof = ms.size - fit.model.n_state
+        threshold = chi2_threshold(dof, options.chi2_confidence)
+        result = WlsResult(fit.v, fit.iterations, objective, dof, threshold, removed, ms)
+        lnr_test = options.lnr_detection is not None and fit.model.n_state <= 2000
         if (
-            result.passes_chi2
+            (result.passes_chi2 and not lnr_test)
             or not options.bad_data
             or len(removed) >= options.max_bad_data
             or ms.size > 5000
         ):
             return result
-        rn = _normalized_residuals(ms, r, jac, grid.ops)
-        rn[ms.exact] = 0.0  # zero injections are physics, never bad data
-        worst = int(np.argmax(rn))
-        if rn[worst] < options.lnr_threshold:
+        rn = _normalized_residuals(fit.sigma, fit.residual, fit.jac, grid.ops)
+        rn[ms.exact[fit.model.order]] = 0.0  # zero injections are physics, never bad data
+        worst_row = int(np.argmax(rn))
+        limit = options.lnr_threshold
+        if result.passes_chi2 and options.lnr_detection is not None:
+            limit = max(limit, options.lnr_detection)
+        if rn[worst_row] < limit:
             return result
+        worst = int(fit.model.order[worst_row])
         candidate = ms.without(worst)
         try:
-            _check_observable(_Model(grid, candidate), start, observable)
+            _check_observable(_Model(grid, candidate), candidate, fit.v, cache)
         except NotObservableError:
             return result
         removed = [*removed, ms.label[worst]]
         ms = candidate
-        start = v
+        start = fit.v

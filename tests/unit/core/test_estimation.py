@@ -104,7 +104,7 @@ def test_estimation_unobservable_window_is_a_status_not_an_exception(
     window = Window(area="cigre-mv", window_start=T0, period_s=0.1, frames={}, closed_at=T0)
     estimate = Estimator(spec, grid).estimate(window)
     assert estimate.status is EstimateStatus.NOT_OBSERVABLE
-    assert estimate.reason is not None and "state variables" in estimate.reason
+    assert estimate.reason is not None and "no real measurement" in estimate.reason
     assert estimate.buses == []
 
 
