@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import copy
-import warnings
 import logging
 import math
+import warnings
 from dataclasses import dataclass
 from typing import Any
 
