@@ -1,4 +1,4 @@
-"""The `dsotp` command: demo, run, emulate."""
+"""The `dsotp` command: demo, run, emulate; estimate and convert offline."""
 
 from __future__ import annotations
 
@@ -22,6 +22,7 @@ from rich.table import Table
 
 from dsotp_streams.adapters.grids import load_grid
 from dsotp_streams.adapters.mqtt import EmbeddedBroker, MqttEndpoint, endpoint_from_settings
+from dsotp_streams.cli_offline import register as register_offline
 from dsotp_streams.contracts.agent import AgentSpec, load_agent_spec
 from dsotp_streams.core.grid import GridModel
 from dsotp_streams.errors import DsotpError
@@ -282,6 +283,9 @@ def emulate(
         f"emulated {stats.instants} instants ({stats.instants_behind} skipped), "
         f"{stats.frames} frames"
     )
+
+
+register_offline(app)
 
 
 def main() -> None:

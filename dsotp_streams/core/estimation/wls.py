@@ -442,7 +442,13 @@ def solve_wls(
         dof = ms.size - fit.model.n_state
         threshold = chi2_threshold(dof, options.chi2_confidence)
         result = WlsResult(fit.v, fit.iterations, objective, dof, threshold, removed, ms)
-        lnr_test = options.lnr_detection is not None and fit.model.n_state <= 2000
+        # the normalised-residual test needs the residual covariance: every window on small
+        # (dense) grids; on large ones only when a plain weighted residual already exceeds the
+        # limit (r_N >= |r| / sigma, so that is a sure sign of bad data)
+        lnr_test = options.lnr_detection is not None and (
+            grid.ops.dense
+            or float(np.max(np.abs(fit.residual) / fit.sigma)) >= options.lnr_detection
+        )
         if (
             (result.passes_chi2 and not lnr_test)
             or not options.bad_data

@@ -1,0 +1,162 @@
+"""Offline commands of `dsotp`: estimate from a file of frames, convert recordings."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import IO, Annotated
+
+import typer
+from rich.console import Console
+from rich.logging import RichHandler
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+from dsotp_streams.adapters.grids import load_grid
+from dsotp_streams.adapters.villas import VillasRejected, read_columns, villas_to_frames
+from dsotp_streams.contracts.agent import AgentSpec, load_agent_spec
+from dsotp_streams.contracts.frames import PmuFrame, parse_frame
+from dsotp_streams.contracts.messages import DeadLetter
+from dsotp_streams.errors import FrameError
+from dsotp_streams.runtime.offline import OfflineEstimator
+from dsotp_streams.settings import Settings
+
+__all__ = ["register"]
+
+log = logging.getLogger("dsotp_streams.offline")
+console = Console(stderr=True)
+
+InputOpt = Annotated[Path, typer.Option("--input", "-i", exists=True, dir_okay=False)]
+OutputOpt = Annotated[Path, typer.Option("--output", "-o", dir_okay=False)]
+DeadOpt = Annotated[
+    Path | None,
+    typer.Option("--dead-letter", dir_okay=False, help="write rejected lines here, with reasons"),
+]
+
+
+def _progress() -> Progress:
+    return Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        TextColumn("{task.completed:,.0f}/{task.total:,.0f} bytes"),
+        TimeElapsedColumn(),
+        console=console,
+        transient=False,
+    )
+
+
+class _Rejects:
+    """Counts rejected input and writes it, with the reason, to an optional file."""
+
+    def __init__(self, path: Path | None, source: str) -> None:
+        self.count = 0
+        self.source = source
+        self._file: IO[str] | None = path.open("w", encoding="utf-8") if path else None
+
+    def add(self, line: int, reason: str, payload: str) -> None:
+        self.count += 1
+        log.warning("%s:%d rejected: %s", self.source, line, reason)
+        if self._file is not None:
+            letter = DeadLetter(
+                topic=f"{self.source}:{line}",
+                reason=reason,
+                received_at=datetime.now(UTC),
+                payload=payload[:4096],
+            )
+            self._file.write(letter.model_dump_json() + "\n")
+
+    def close(self) -> None:
+        if self._file is not None:
+            self._file.close()
+
+
+def _frames(path: Path, rejects: _Rejects, progress: Progress) -> Iterator[PmuFrame]:
+    task = progress.add_task(f"estimating {path.name}", total=path.stat().st_size)
+    with path.open("rb") as handle:
+        for number, raw in enumerate(handle, start=1):
+            progress.advance(task, len(raw))
+            text = raw.decode("utf-8", errors="replace").strip()
+            if not text:
+                continue
+            try:
+                yield parse_frame(text)
+            except FrameError as exc:
+                rejects.add(number, str(exc), text)
+
+
+def estimate(
+    input_path: InputOpt,
+    output: OutputOpt,
+    agent: Annotated[Path | None, typer.Option("--agent", help="agent spec YAML file")] = None,
+    dead_letter: DeadOpt = None,
+) -> None:
+    """Estimate every window of a SOGNO JSON Lines file (one frame per line), offline."""
+    settings = Settings()
+    spec, grid_base = _spec(settings, agent)
+    grid = load_grid(spec.grid, base_dir=grid_base, data_dir=settings.data_dir)
+    offline = OfflineEstimator(spec, grid)
+    rejects = _Rejects(dead_letter, input_path.name)
+    written = 0
+    try:
+        with _progress() as progress, output.open("w", encoding="utf-8") as out:
+            for state in offline.run(_frames(input_path, rejects, progress)):
+                out.write(state.model_dump_json() + "\n")
+                written += 1
+    finally:
+        rejects.close()
+    outcomes = ", ".join(f"{k.value} {v}" for k, v in sorted(offline.outcomes.items()))
+    statuses = ", ".join(f"{k} {v}" for k, v in sorted(offline.statuses.items()))
+    typer.echo(
+        f"{written} estimates to {output} ({statuses or 'none'}); frames: {outcomes or 'none'}; "
+        f"rejected lines {rejects.count}"
+    )
+
+
+def convert_villas(
+    input_path: Annotated[Path, typer.Argument(exists=True, dir_okay=False)],
+    columns: Annotated[Path, typer.Option("--columns", exists=True, dir_okay=False)],
+    output: OutputOpt,
+    device_prefix: Annotated[str, typer.Option("--device-prefix")] = "dpsim-",
+    dead_letter: DeadOpt = None,
+) -> None:
+    """Turn VILLASnode JSON records (a columns file names the values) into SOGNO frames."""
+    _spec_logging = Settings()
+    logging.basicConfig(
+        level=_spec_logging.log_level.upper(),
+        format="%(message)s",
+        handlers=[RichHandler(console=console, show_path=False)],
+    )
+    names = read_columns(columns)
+    rejects = _Rejects(dead_letter, input_path.name)
+    lines = input_path.read_text(encoding="utf-8").splitlines()
+    frames = 0
+    try:
+        with output.open("w", encoding="utf-8") as out:
+            for item in villas_to_frames(lines, names, device_prefix=device_prefix):
+                if isinstance(item, VillasRejected):
+                    rejects.add(item.line, item.reason, lines[item.line - 1])
+                    continue
+                out.write(item.model_dump_json() + "\n")
+                frames += 1
+    finally:
+        rejects.close()
+    typer.echo(f"{frames} SOGNO frames to {output}; rejected samples {rejects.count}")
+
+
+def _spec(settings: Settings, agent: Path | None) -> tuple[AgentSpec, Path]:
+    logging.basicConfig(
+        level=settings.log_level.upper(),
+        format="%(message)s",
+        handlers=[RichHandler(console=console, show_path=False)],
+    )
+    path = agent or settings.agent_file
+    return load_agent_spec(path), path.parent
+
+
+def register(app: typer.Typer) -> None:
+    """Add the offline commands to the `dsotp` app."""
+    app.command("estimate")(estimate)
+    convert = typer.Typer(no_args_is_help=True, help="Convert recordings into SOGNO frames.")
+    convert.command("villas")(convert_villas)
+    app.add_typer(convert, name="convert")
