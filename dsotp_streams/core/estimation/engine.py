@@ -133,7 +133,7 @@ class Estimator:
         buses = []
         for name, idx in grid.named_buses:
             buses.append(
-                BusState.model_construct(  # values computed here, no validation needed
+                BusState(
                     bus=name,
                     vm_pu=float(abs(v[idx])),
                     va_deg=math.degrees(float(np.angle(v[idx]) - ref_angle[idx])),
@@ -156,7 +156,7 @@ class Estimator:
             if ref.rating_from_ka and ref.rating_to_ka:
                 loading = 100.0 * max(i_from_ka / ref.rating_from_ka, i_to_ka / ref.rating_to_ka)
             lines.append(
-                LineFlow.model_construct(
+                LineFlow(
                     line=ref.name,
                     p_from_mw=float(s_from[k].real),
                     q_from_mvar=float(s_from[k].imag),
