@@ -26,6 +26,7 @@ __all__ = [
 ]
 
 _BRANCH_KINDS = (Kind.P_FLOW, Kind.Q_FLOW, Kind.I_MAG, Kind.I_ANG)
+_STALE_STEP_MAX = 0.05  # pu / rad: larger steps from a reused gain factorisation are refactored
 
 
 @dataclass(frozen=True)
@@ -361,7 +362,9 @@ def _solve_once(
         assert model.factor is not None
         dx = model.factor(rhs)
         step = float(np.max(np.abs(dx))) if np.all(np.isfinite(dx)) else math.inf
-        if not fresh and step > 0.8 * last_step:
+        # a stale gain is trusted only for small steps that keep contracting: on ill-conditioned
+        # gains (strong zero-injection weights) a slightly stale factor can be far off
+        if not fresh and (step > 0.8 * last_step or step > _STALE_STEP_MAX):
             model.factor = _factorize(ops, jac, weights)  # stale gain: refactor here
             dx = model.factor(rhs)
             step = float(np.max(np.abs(dx))) if np.all(np.isfinite(dx)) else math.inf
