@@ -6,6 +6,7 @@ import logging
 import math
 import time
 from collections.abc import Mapping
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -21,7 +22,7 @@ from dsotp_streams.contracts.messages import (
 from dsotp_streams.core.estimation.measurements import MeasurementMap, MeasurementSet
 from dsotp_streams.core.estimation.reference import solve_pandapower
 from dsotp_streams.core.estimation.wls import WlsCache, WlsOptions, WlsResult, solve_wls
-from dsotp_streams.core.grid import ComplexArray, GridModel
+from dsotp_streams.core.grid import ComplexArray, FloatArray, GridModel, IntArray
 from dsotp_streams.errors import ConvergenceError, DsotpError, NotObservableError
 
 __all__ = ["Estimator"]
@@ -48,6 +49,7 @@ class Estimator:
         )
         self._last_v: ComplexArray | None = None
         self._cache = WlsCache(grid)
+        self._layout = _Layout.of(grid)
 
     def estimate(self, window: Window, *, truth: TrueState | None = None) -> StateEstimate:
         """Estimate the state of one window."""
@@ -125,46 +127,89 @@ class Estimator:
     def _states(
         self, v: ComplexArray, truth: TrueState | None
     ) -> tuple[list[BusState], list[LineFlow]]:
-        grid = self.grid
+        """Bus and branch results, computed as vectors and then wrapped per element."""
+        grid, layout = self.grid, self._layout
         # angles relative to each island's reference, as a power flow reports them
         island_ref = np.angle(v[grid.slacks]) - np.angle(grid.v_slacks)
-        ref_angle = island_ref[grid.island]
-        s_bus = v * np.conj(grid.ybus @ v) * grid.base_mva
-        buses = []
-        for name, idx in grid.named_buses:
-            buses.append(
-                BusState(
-                    bus=name,
-                    vm_pu=float(abs(v[idx])),
-                    va_deg=math.degrees(float(np.angle(v[idx]) - ref_angle[idx])),
-                    p_mw=float(-s_bus[idx].real),
-                    q_mvar=float(-s_bus[idx].imag),
-                    true_vm_pu=truth.vm_pu.get(name) if truth else None,
-                    true_va_deg=truth.va_deg.get(name) if truth else None,
-                )
+        idx = layout.bus_idx
+        s_bus = -(v * np.conj(grid.ybus @ v))[idx] * grid.base_mva
+        vm = np.abs(v[idx]).tolist()
+        va = np.degrees(np.angle(v[idx]) - island_ref[grid.island[idx]]).tolist()
+        true_vm = truth.vm_pu if truth else {}
+        true_va = truth.va_deg if truth else {}
+        buses = [
+            BusState(
+                bus=name,
+                vm_pu=m,
+                va_deg=a,
+                p_mw=p,
+                q_mvar=q,
+                true_vm_pu=true_vm.get(name),
+                true_va_deg=true_va.get(name),
             )
-        i_from = grid.yf @ v
-        i_to = grid.yt @ v
-        s_from = (grid.cf @ v) * np.conj(i_from) * grid.base_mva
-        s_to = (grid.ct @ v) * np.conj(i_to) * grid.base_mva
-        lines = []
-        for ref in grid.branches.values():
-            k = ref.index
-            i_from_ka = float(abs(i_from[k]) * grid.i_base_ka(ref.from_bus))
-            i_to_ka = float(abs(i_to[k]) * grid.i_base_ka(ref.to_bus))
-            loading = None
-            if ref.rating_from_ka and ref.rating_to_ka:
-                loading = 100.0 * max(i_from_ka / ref.rating_from_ka, i_to_ka / ref.rating_to_ka)
-            lines.append(
-                LineFlow(
-                    line=ref.name,
-                    p_from_mw=float(s_from[k].real),
-                    q_from_mvar=float(s_from[k].imag),
-                    i_from_ka=i_from_ka,
-                    p_to_mw=float(s_to[k].real),
-                    q_to_mvar=float(s_to[k].imag),
-                    i_to_ka=i_to_ka,
-                    loading_percent=loading,
-                )
+            for name, m, a, p, q in zip(
+                layout.bus_names, vm, va, s_bus.real.tolist(), s_bus.imag.tolist(), strict=True
             )
+        ]
+        k = layout.branch_idx
+        i_from = (grid.yf @ v)[k]
+        i_to = (grid.yt @ v)[k]
+        s_from = v[grid.f_bus[k]] * np.conj(i_from) * grid.base_mva
+        s_to = v[grid.t_bus[k]] * np.conj(i_to) * grid.base_mva
+        i_from_ka = np.abs(i_from) * layout.i_base_from
+        i_to_ka = np.abs(i_to) * layout.i_base_to
+        with np.errstate(divide="ignore", invalid="ignore"):
+            loading = 100.0 * np.maximum(i_from_ka / layout.rating_from, i_to_ka / layout.rating_to)
+        loading_list = [x if np.isfinite(x) else None for x in loading.tolist()]
+        lines = [
+            LineFlow(
+                line=name,
+                p_from_mw=pf,
+                q_from_mvar=qf,
+                i_from_ka=i_f,
+                p_to_mw=pt,
+                q_to_mvar=qt,
+                i_to_ka=i_t,
+                loading_percent=ld,
+            )
+            for name, pf, qf, i_f, pt, qt, i_t, ld in zip(
+                layout.branch_names,
+                s_from.real.tolist(),
+                s_from.imag.tolist(),
+                i_from_ka.tolist(),
+                s_to.real.tolist(),
+                s_to.imag.tolist(),
+                i_to_ka.tolist(),
+                loading_list,
+                strict=True,
+            )
+        ]
         return buses, lines
+
+
+@dataclass(frozen=True)
+class _Layout:
+    """Which internal buses and branches are published, in order, with their bases and ratings."""
+
+    bus_names: tuple[str, ...]
+    bus_idx: IntArray
+    branch_names: tuple[str, ...]
+    branch_idx: IntArray
+    i_base_from: FloatArray
+    i_base_to: FloatArray
+    rating_from: FloatArray  # NaN without a rating
+    rating_to: FloatArray
+
+    @classmethod
+    def of(cls, grid: GridModel) -> _Layout:
+        refs = list(grid.branches.values())
+        return cls(
+            bus_names=tuple(name for name, _idx in grid.named_buses),
+            bus_idx=np.array([idx for _name, idx in grid.named_buses], dtype=np.int64),
+            branch_names=tuple(r.name for r in refs),
+            branch_idx=np.array([r.index for r in refs], dtype=np.int64),
+            i_base_from=np.array([grid.i_base_ka(r.from_bus) for r in refs], dtype=float),
+            i_base_to=np.array([grid.i_base_ka(r.to_bus) for r in refs], dtype=float),
+            rating_from=np.array([r.rating_from_ka or np.nan for r in refs], dtype=float),
+            rating_to=np.array([r.rating_to_ka or np.nan for r in refs], dtype=float),
+        )

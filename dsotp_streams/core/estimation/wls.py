@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import math
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import lru_cache
 
@@ -26,7 +24,6 @@ __all__ = [
 ]
 
 _BRANCH_KINDS = (Kind.P_FLOW, Kind.Q_FLOW, Kind.I_MAG, Kind.I_ANG)
-_STALE_STEP_MAX = 0.05  # pu / rad: larger steps from a reused gain factorisation are refactored
 
 
 @dataclass(frozen=True)
@@ -176,7 +173,7 @@ class _Model:
         self.flat = self.rows * self.n_state + self.cols
         self.dense = grid.ops.dense
         self.shape = (self.size, self.n_state)
-        self.factor: Callable[[FloatArray], FloatArray] | None = None  # last gain factorisation
+        self.gain_solver = grid.ops.gain_solver(self.rows, self.cols, self.shape)
 
     def permute(self, ms: MeasurementSet) -> tuple[FloatArray, FloatArray, BoolArray]:
         """Values, sigmas and angle flags in the model's row order."""
@@ -342,50 +339,24 @@ def _solve_once(
 ) -> _Fit:
     model = cache.model(ms) if cache is not None else _Model(grid, ms)
     _check_observable(model, ms, v0, cache)
-    ops = grid.ops
     value, sigma, angle = model.permute(ms)
     weights = 1.0 / sigma**2
     v = v0.copy()
-    # Large (sparse) grids keep the gain factorisation between iterations and windows while
-    # steps keep contracting (a "dishonest" Gauss-Newton): the factorisation is most of the
-    # cost and the gain barely moves from one window to the next. Small grids refactor always.
-    reuse = not ops.dense
-    last_step = math.inf
     for iteration in range(1, options.max_iterations + 1):
         h, jac = model.evaluate(v)
         r = value - h
         r[angle] = (r[angle] + np.pi) % (2.0 * np.pi) - np.pi
-        rhs = jac.T @ (weights * r)
-        fresh = model.factor is None or not reuse
-        if fresh:
-            model.factor = _factorize(ops, jac, weights)
-        assert model.factor is not None
-        dx = model.factor(rhs)
-        step = float(np.max(np.abs(dx))) if np.all(np.isfinite(dx)) else math.inf
-        # a stale gain is trusted only for small steps that keep contracting: on ill-conditioned
-        # gains (strong zero-injection weights) a slightly stale factor can be far off
-        if not fresh and (step > 0.8 * last_step or step > _STALE_STEP_MAX):
-            model.factor = _factorize(ops, jac, weights)  # stale gain: refactor here
-            dx = model.factor(rhs)
-            step = float(np.max(np.abs(dx))) if np.all(np.isfinite(dx)) else math.inf
-        if not math.isfinite(step):
-            model.factor = None
+        try:
+            dx = model.gain_solver.solve(jac, weights, jac.T @ (weights * r))
+        except (RuntimeError, np.linalg.LinAlgError, ValueError) as exc:
+            raise NotObservableError(f"gain matrix is singular: {exc}") from exc
+        if not np.all(np.isfinite(dx)):
             raise NotObservableError("gain matrix is singular (non-finite update)")
         v = model.update(v, dx)
-        last_step = step
-        if step < options.tolerance:
+        if np.max(np.abs(dx)) < options.tolerance:
             # the step is below tolerance: the linearised residual is exact to O(dx^2)
             return _Fit(v, iteration, r - jac @ dx, sigma, jac, model)
-    model.factor = None
     raise ConvergenceError(f"WLS did not converge in {options.max_iterations} iterations")
-
-
-def _factorize(ops: Ops, jac: Matrix, weights: FloatArray) -> Callable[[FloatArray], FloatArray]:
-    gain = jac.T @ ops.scale_rows(weights, jac)
-    try:
-        return ops.factorize(gain)
-    except (RuntimeError, np.linalg.LinAlgError, ValueError) as exc:
-        raise NotObservableError(f"gain matrix is singular: {exc}") from exc
 
 
 def _normalized_residuals(sigma: FloatArray, r: FloatArray, jac: Matrix, ops: Ops) -> FloatArray:
