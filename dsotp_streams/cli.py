@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import signal
 import sys
@@ -144,6 +145,7 @@ async def run_demo(
             load_grid, spec.grid, base_dir=settings.agent_file.parent, data_dir=settings.data_dir
         )
         pipeline = AreaPipeline(spec=spec, grid=grid, settings=settings, endpoint=endpoint)
+        gc.freeze()  # the grid model's objects live as long as the process: keep them out of GC
         emulator = Emulator(spec=spec, grid=grid, settings=settings, endpoint=endpoint)
         pipeline_task = asyncio.create_task(pipeline.run(stop_pipeline))
         await asyncio.wait_for(pipeline.ready.wait(), timeout=30)
@@ -231,6 +233,7 @@ async def _serve(
         load_grid, spec.grid, base_dir=settings.agent_file.parent, data_dir=settings.data_dir
     )
     service = make(grid, endpoint_from_settings(settings.mqtt))
+    gc.freeze()  # the grid model's objects live as long as the process: keep them out of GC
     if duration_s is not None:
         asyncio.get_running_loop().call_later(duration_s, stop.set)
     await service.run(stop)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import logging
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -96,6 +97,7 @@ def estimate(
     spec, grid_base = _spec(settings, agent)
     grid = load_grid(spec.grid, base_dir=grid_base, data_dir=settings.data_dir)
     offline = OfflineEstimator(spec, grid)
+    gc.freeze()  # the grid model's objects live as long as the process: keep them out of GC
     rejects = _Rejects(dead_letter, input_path.name)
     written = 0
     try:
