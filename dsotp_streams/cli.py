@@ -10,9 +10,9 @@ import signal
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Annotated, TypeVar
+from typing import Annotated, Any, TypeVar
 
 import typer
 from rich.console import Console, Group
@@ -28,6 +28,7 @@ from dsotp_streams.contracts.agent import AgentSpec, load_agent_spec
 from dsotp_streams.core.grid import GridModel
 from dsotp_streams.errors import DsotpError
 from dsotp_streams.runtime.embedded import AreaPipeline, Emulator, EmulatorStats, PipelineStats
+from dsotp_streams.runtime.outputs import Outputs
 from dsotp_streams.settings import MqttSettings, Settings
 
 __all__ = ["app", "main"]
@@ -46,13 +47,26 @@ PortOpt = Annotated[int, typer.Option("--mqtt-port", help="port of the embedded 
 DurationOpt = Annotated[
     float | None, typer.Option("--duration", help="stop after SECONDS (default: run until Ctrl-C)")
 ]
+LivePortOpt = Annotated[
+    int | None, typer.Option("--live-port", help="port of the live page (default 8050)")
+]
+NoLiveOpt = Annotated[bool, typer.Option("--no-live", help="do not serve the live page")]
+StoreOpt = Annotated[
+    Path | None, typer.Option("--store", help='DuckDB file of the embedded store, or ":memory:"')
+]
 RateOpt = Annotated[
     float | None, typer.Option("--rate", min=0.1, max=50, help="frames/s per device (<= 50)")
 ]
 
 
 def _setup(
-    agent: Path | None, mqtt_url: str | None, mqtt_port: int | None
+    agent: Path | None,
+    mqtt_url: str | None,
+    mqtt_port: int | None,
+    *,
+    live_port: int | None = None,
+    no_live: bool = False,
+    store: Path | None = None,
 ) -> tuple[Settings, AgentSpec]:
     base = Settings()
     mqtt = base.mqtt.model_dump()
@@ -60,8 +74,20 @@ def _setup(
         mqtt["url"] = mqtt_url
     if mqtt_port is not None:
         mqtt["port"] = mqtt_port
+    live = base.live.model_copy(
+        update={
+            "enabled": base.live.enabled and not no_live,
+            "port": base.live.port if live_port is None else live_port,
+        }
+    )
+    stored = base.store if store is None else base.store.model_copy(update={"path": store})
     settings = base.model_copy(
-        update={"mqtt": MqttSettings(**mqtt), "agent_file": agent or base.agent_file}
+        update={
+            "mqtt": MqttSettings(**mqtt),
+            "agent_file": agent or base.agent_file,
+            "live": live,
+            "store": stored,
+        }
     )
     logging.basicConfig(
         level=settings.log_level.upper(),
@@ -85,6 +111,7 @@ class DemoSummary:
     seconds: float
     emulator: EmulatorStats
     pipeline: PipelineStats
+    sinks: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     @property
     def coverage(self) -> float:
@@ -144,7 +171,8 @@ async def run_demo(
         grid = await asyncio.to_thread(
             load_grid, spec.grid, base_dir=settings.agent_file.parent, data_dir=settings.data_dir
         )
-        pipeline = AreaPipeline(spec=spec, grid=grid, settings=settings, endpoint=endpoint)
+        outputs = await stack.enter_async_context(Outputs(settings, live=True))
+        pipeline = _pipeline(spec, grid, settings, endpoint, outputs)
         gc.freeze()  # the grid model's objects live as long as the process: keep them out of GC
         emulator = Emulator(spec=spec, grid=grid, settings=settings, endpoint=endpoint)
         pipeline_task = asyncio.create_task(pipeline.run(stop_pipeline))
@@ -179,7 +207,41 @@ async def run_demo(
             stop_pipeline.set()
             await pipeline_task
             view.update(Group(progress, _table(emulator.stats, pipeline.stats)))
-    return DemoSummary(time.monotonic() - started, emulator.stats, pipeline.stats)
+    # the sinks drained when the context closed: their counters are final now
+    return DemoSummary(
+        time.monotonic() - started, emulator.stats, pipeline.stats, outputs.sink_stats()
+    )
+
+
+def _pipeline(
+    spec: AgentSpec,
+    grid: GridModel,
+    settings: Settings,
+    endpoint: MqttEndpoint,
+    outputs: Outputs,
+) -> AreaPipeline:
+    """An area's pipeline wired to the process's sinks and live page."""
+    pipeline = AreaPipeline(
+        spec=spec,
+        grid=grid,
+        settings=settings,
+        endpoint=endpoint,
+        sinks=outputs.sinks,
+        listeners=outputs.attach(spec.area, grid),
+    )
+    outputs.counters = lambda: _counters(pipeline.stats)
+    return pipeline
+
+
+def _counters(p: PipelineStats) -> dict[str, Any]:
+    return {
+        "frames": p.frames_valid,
+        "dead letters": p.dead_letters,
+        "estimates ok": p.estimates_ok,
+        "failed": p.estimates_failed,
+        "lag ms": round(p.lag_ms, 1),
+        "estimate ms": round(p.estimate_ms, 2),
+    }
 
 
 def _report(summary: DemoSummary) -> None:
@@ -191,6 +253,11 @@ def _report(summary: DemoSummary) -> None:
         f"{p.estimates_published} estimates published ({p.estimates_ok} ok), "
         f"coverage {100 * summary.coverage:.1f} %, {p.dead_letters} dead letters"
     )
+    for name, stats in summary.sinks.items():
+        console.print(
+            f"sink {name}: {stats['written']} rows written, {stats['retried']} retries, "
+            f"{stats['spilled']} spilled, {stats['rejected']} rejected"
+        )
     log.debug("summary %s", {"emulator": asdict(e), "pipeline": asdict(p)})
 
 
@@ -201,9 +268,14 @@ def demo(
     mqtt_port: PortOpt = 1883,
     duration: DurationOpt = None,
     rate: RateOpt = None,
+    live_port: LivePortOpt = None,
+    no_live: NoLiveOpt = False,
+    store: StoreOpt = None,
 ) -> None:
-    """Embedded broker + emulated PMU fleet + alignment + estimation, with live counters."""
-    settings, spec = _setup(agent, mqtt_url, mqtt_port)
+    """Embedded broker + emulated PMU fleet + alignment + estimation + store + live page."""
+    settings, spec = _setup(
+        agent, mqtt_url, mqtt_port, live_port=live_port, no_live=no_live, store=store
+    )
     spec = _with_rate(spec, rate)
     summary = asyncio.run(run_demo(settings=settings, spec=spec, duration_s=duration))
     _report(summary)
@@ -245,20 +317,29 @@ def run(
     agent: AgentOpt = None,
     mqtt_url: UrlOpt = None,
     duration: DurationOpt = None,
+    live_port: LivePortOpt = None,
+    no_live: NoLiveOpt = False,
+    store: StoreOpt = None,
 ) -> None:
-    """Bridge an external broker's PMU frames into alignment and estimation (no emulator)."""
-    settings, spec = _setup(agent, mqtt_url, None)
-    pipeline = asyncio.run(
-        _serve(
-            settings,
-            spec,
-            duration,
-            lambda grid, endpoint: AreaPipeline(
-                spec=spec, grid=grid, settings=settings, endpoint=endpoint
-            ),
-        )
+    """Bridge an external broker's PMU frames into alignment, estimation, store and live page."""
+    settings, spec = _setup(
+        agent, mqtt_url, None, live_port=live_port, no_live=no_live, store=store
     )
+
+    async def serve() -> tuple[AreaPipeline, dict[str, dict[str, Any]]]:
+        async with Outputs(settings, live=True) as outputs:
+            pipeline = await _serve(
+                settings,
+                spec,
+                duration,
+                lambda grid, endpoint: _pipeline(spec, grid, settings, endpoint, outputs),
+            )
+        return pipeline, outputs.sink_stats()
+
+    pipeline, sinks = asyncio.run(serve())
     console.print(_table(None, pipeline.stats))
+    for name, stats in sinks.items():
+        console.print(f"sink {name}: {stats['written']} rows written, {stats['spilled']} spilled")
 
 
 @app.command()

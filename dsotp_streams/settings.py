@@ -3,11 +3,20 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-__all__ = ["MqttSettings", "RuntimeSettings", "Settings", "default_data_dir"]
+__all__ = [
+    "InfluxSettings",
+    "LiveSettings",
+    "MqttSettings",
+    "RuntimeSettings",
+    "Settings",
+    "StoreSettings",
+    "default_data_dir",
+]
 
 
 def default_data_dir() -> Path:
@@ -45,6 +54,51 @@ class RuntimeSettings(BaseModel):
     truth_history: int = Field(default=2048, ge=1)
 
 
+class InfluxSettings(BaseModel):
+    """An InfluxDB to write to (off when `url` is empty): v1 `/write` or v2 `/api/v2/write`."""
+
+    model_config = ConfigDict(frozen=True)
+
+    url: str | None = Field(default=None, description="http://host:8086")
+    api: Literal["v1", "v2"] = "v1"
+    database: str = Field(default="dsotp", description="v1 database (v2 with DBRP mapping)")
+    bucket: str = Field(default="dsotp", description="v2 bucket")
+    org: str = "dsotp"
+    token: SecretStr | None = None
+    username: str | None = None
+    password: SecretStr | None = None
+    batch_size: int = Field(default=5000, ge=1)
+    flush_interval_s: float = Field(default=1.0, gt=0)
+    max_buffer_rows: int = Field(default=200_000, ge=1, description="then spill to disk")
+    spill_dir: Path = Path(".dsotp/spill")
+    retry_max_s: float = Field(default=10.0, gt=0)
+    timeout_s: float = Field(default=10.0, gt=0)
+    store_frames: bool = Field(default=True, description="also write every raw PMU reading")
+
+
+class StoreSettings(BaseModel):
+    """The embedded DuckDB store (the default when no InfluxDB is configured)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    enabled: bool | None = Field(default=None, description="None: on when no InfluxDB is set")
+    path: Path = Field(default=Path(".dsotp/dsotp.duckdb"), description='or ":memory:"')
+    batch_size: int = Field(default=20_000, ge=1)
+    flush_interval_s: float = Field(default=1.0, gt=0)
+    store_frames: bool = True
+
+
+class LiveSettings(BaseModel):
+    """The built-in live page."""
+
+    model_config = ConfigDict(frozen=True)
+
+    enabled: bool = True
+    host: str = "127.0.0.1"
+    port: int = Field(default=8050, ge=0, le=65535)
+    history_s: float = Field(default=300.0, gt=0, description="how far back the charts reach")
+
+
 class Settings(BaseSettings):
     """All settings of a dsotp process: environment `DSOTP_...`, nested `DSOTP_MQTT__PORT`."""
 
@@ -54,6 +108,9 @@ class Settings(BaseSettings):
 
     mqtt: MqttSettings = MqttSettings()
     runtime: RuntimeSettings = RuntimeSettings()
+    influx: InfluxSettings = InfluxSettings()
+    store: StoreSettings = StoreSettings()
+    live: LiveSettings = LiveSettings()
     agent_file: Path = Path("agents/cigre-mv.yaml")
     data_dir: Path = Field(default_factory=default_data_dir)
     log_level: str = "WARNING"

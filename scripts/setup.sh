@@ -25,7 +25,7 @@ if ! "$PYTHON" -c 'import venv, ensurepip' 2>/dev/null; then
   apt_install python3-venv
 fi
 if ((with_services)); then
-  apt_install mosquitto mosquitto-clients rabbitmq-server
+  apt_install mosquitto mosquitto-clients rabbitmq-server influxdb victoria-metrics chromium
 fi
 
 if [[ ! -x .venv/bin/python ]]; then

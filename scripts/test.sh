@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
-# One command: install everything the tests need (Mosquitto, RabbitMQ, Python packages), lint,
-# type-check and run the whole test suite. The tests start their own brokers on free loopback ports.
+# One command: install everything the tests need (Mosquitto, RabbitMQ, InfluxDB, VictoriaMetrics,
+# Chromium, Python packages), lint, type-check and run the whole test suite. The tests start their
+# own brokers and databases on free loopback ports.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ./scripts/setup.sh --services
 
-.venv/bin/ruff check dsotp_streams tests benchmarks
-.venv/bin/ruff format --check dsotp_streams tests benchmarks
+.venv/bin/ruff check dsotp_streams tests benchmarks deploy/grafana
+.venv/bin/ruff format --check dsotp_streams tests benchmarks deploy/grafana
 .venv/bin/mypy
 set +e
 .venv/bin/python -m pytest "$@"

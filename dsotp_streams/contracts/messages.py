@@ -59,6 +59,9 @@ class BusState(BaseModel):
     va_deg: float
     p_mw: float
     q_mvar: float
+    measured_vm_pu: float | None = Field(
+        default=None, description="the PMU magnitude measured at this bus in this window"
+    )
     true_vm_pu: float | None = None
     true_va_deg: float | None = None
 

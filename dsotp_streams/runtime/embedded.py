@@ -8,6 +8,7 @@ import json
 import logging
 import time
 from collections import OrderedDict
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime, timedelta
 
@@ -24,11 +25,13 @@ from dsotp_streams.contracts.messages import (
     Window,
 )
 from dsotp_streams.contracts.sogno import estimate_to_sogno
+from dsotp_streams.contracts.storage import rows_from_estimate, rows_from_frame
 from dsotp_streams.core.alignment import Aligner, AlignOutcome, slot_of
 from dsotp_streams.core.estimation import Estimator
 from dsotp_streams.core.grid import GridModel
 from dsotp_streams.emulator import PmuFleet
 from dsotp_streams.errors import FrameError, TransportError
+from dsotp_streams.runtime.sinks import RowSink
 from dsotp_streams.settings import Settings
 
 __all__ = ["AreaPipeline", "Emulator", "EmulatorStats", "PipelineStats"]
@@ -86,8 +89,13 @@ class AreaPipeline:
         settings: Settings,
         endpoint: MqttEndpoint,
         client_id: str | None = None,
+        sinks: Sequence[RowSink] = (),
+        listeners: Sequence[Callable[[StateEstimate], None]] = (),
     ) -> None:
         self.spec = spec
+        self.sinks = list(sinks)
+        self.frame_sinks = [s for s in self.sinks if s.store_frames]
+        self.listeners = list(listeners)
         self.settings = settings
         self.endpoint = endpoint
         self.topics = Topics(settings.mqtt.topic_prefix, spec.area)
@@ -192,6 +200,10 @@ class AreaPipeline:
         outcome = self.aligner.add(frame, now=_utcnow())
         if outcome is AlignOutcome.ACCEPTED:
             self.stats.frames_valid += 1
+            if self.frame_sinks:
+                rows = list(rows_from_frame(self.spec.area, frame))
+                for sink in self.frame_sinks:
+                    sink.submit(rows)
             await self._close_windows()
             return
         counter = outcome.value
@@ -258,6 +270,12 @@ class AreaPipeline:
             self.stats.estimates_failed += 1
         if estimate.max_true_dvm_pu is not None:
             self.stats.max_true_dvm_pu = max(self.stats.max_true_dvm_pu, estimate.max_true_dvm_pu)
+        if self.sinks:
+            rows = list(rows_from_estimate(estimate, lag_ms=lag_ms))
+            for sink in self.sinks:
+                sink.submit(rows)
+        for listener in self.listeners:
+            listener(estimate)
         qos = self.settings.mqtt.qos
         ok = await self._publish(self.topics.state, estimate.model_dump_json(), qos=qos)
         if ok and estimate.buses:

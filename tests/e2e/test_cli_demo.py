@@ -10,6 +10,8 @@ from pathlib import Path
 
 import pytest
 
+from dsotp_streams.adapters.store import DuckStore
+
 REPO = Path(__file__).resolve().parents[2]
 
 pytestmark = pytest.mark.slow
@@ -21,7 +23,7 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def test_cli_demo_estimates_at_least_95_percent_of_windows() -> None:
+def test_cli_demo_estimates_at_least_95_percent_of_windows(tmp_path: Path) -> None:
     port = _free_port()
     proc = subprocess.run(
         [
@@ -33,6 +35,9 @@ def test_cli_demo_estimates_at_least_95_percent_of_windows() -> None:
             "20",
             "--mqtt-port",
             str(port),
+            "--no-live",
+            "--store",
+            str(tmp_path / "demo.duckdb"),
         ],
         cwd=REPO,
         capture_output=True,
@@ -55,6 +60,16 @@ def test_cli_demo_estimates_at_least_95_percent_of_windows() -> None:
     # the embedded broker is gone after exit: the port is free again
     with socket.socket() as sock:
         assert sock.connect_ex(("127.0.0.1", port)) != 0
+    # everything estimated is in the embedded store, frames included
+    sink = re.search(r"sink duckdb: (\d+) rows written, \d+ retries, (\d+) spilled", proc.stdout)
+    assert sink and int(sink.group(1)) > 0 and sink.group(2) == "0", proc.stdout[-1000:]
+    store = DuckStore(tmp_path / "demo.duckdb")
+    try:
+        assert store.count("se_quality") == int(_published)
+        assert store.count("state") == 15 * int(ok)
+        assert store.count("pmu") > 10 * int(ok)
+    finally:
+        store.close()
 
 
 def test_cli_demo_bad_agent_spec_is_one_clear_error(tmp_path: Path) -> None:

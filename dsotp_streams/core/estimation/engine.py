@@ -19,7 +19,7 @@ from dsotp_streams.contracts.messages import (
     TrueState,
     Window,
 )
-from dsotp_streams.core.estimation.measurements import MeasurementMap, MeasurementSet
+from dsotp_streams.core.estimation.measurements import Kind, MeasurementMap, MeasurementSet
 from dsotp_streams.core.estimation.reference import solve_pandapower
 from dsotp_streams.core.estimation.wls import WlsCache, WlsOptions, WlsResult, solve_wls
 from dsotp_streams.core.grid import ComplexArray, FloatArray, GridModel, IntArray
@@ -86,7 +86,7 @@ class Estimator:
             log.exception("estimation of %s failed", window.window_start)
             return self._failed(base, EstimateStatus.FAILED, exc, started)
         status = EstimateStatus.OK if result.passes_chi2 else EstimateStatus.BAD_DATA
-        buses, lines = self._states(result.v, truth)
+        buses, lines = self._states(result.v, truth, ms)
         max_dvm = None
         if truth is not None:
             errs = [abs(b.vm_pu - b.true_vm_pu) for b in buses if b.true_vm_pu is not None]
@@ -125,7 +125,7 @@ class Estimator:
         )
 
     def _states(
-        self, v: ComplexArray, truth: TrueState | None
+        self, v: ComplexArray, truth: TrueState | None, ms: MeasurementSet | None = None
     ) -> tuple[list[BusState], list[LineFlow]]:
         """Bus and branch results, computed as vectors and then wrapped per element."""
         grid, layout = self.grid, self._layout
@@ -135,6 +135,13 @@ class Estimator:
         s_bus = -(v * np.conj(grid.ybus @ v))[idx] * grid.base_mva
         vm = np.abs(v[idx]).tolist()
         va = np.degrees(np.angle(v[idx]) - island_ref[grid.island[idx]]).tolist()
+        measured: dict[str, float] = {}
+        if ms is not None:
+            real_vm = (ms.kind == Kind.VM) & ~ms.pseudo
+            for el, value in zip(ms.element[real_vm], ms.value[real_vm], strict=True):
+                name = layout.name_of.get(int(el))
+                if name is not None:
+                    measured[name] = float(value)
         true_vm = truth.vm_pu if truth else {}
         true_va = truth.va_deg if truth else {}
         buses = [
@@ -144,6 +151,7 @@ class Estimator:
                 va_deg=a,
                 p_mw=p,
                 q_mvar=q,
+                measured_vm_pu=measured.get(name),
                 true_vm_pu=true_vm.get(name),
                 true_va_deg=true_va.get(name),
             )
@@ -199,6 +207,7 @@ class _Layout:
     i_base_to: FloatArray
     rating_from: FloatArray  # NaN without a rating
     rating_to: FloatArray
+    name_of: dict[int, str]  # internal bus index -> published name
 
     @classmethod
     def of(cls, grid: GridModel) -> _Layout:
@@ -212,4 +221,5 @@ class _Layout:
             i_base_to=np.array([grid.i_base_ka(r.to_bus) for r in refs], dtype=float),
             rating_from=np.array([r.rating_from_ka or np.nan for r in refs], dtype=float),
             rating_to=np.array([r.rating_to_ka or np.nan for r in refs], dtype=float),
+            name_of={idx: name for name, idx in grid.named_buses},
         )

@@ -1,0 +1,1 @@
+"""HTTP: the live measured-vs-estimated page (and, later, the REST API)."""

@@ -1,0 +1,99 @@
+"""Where results go besides MQTT: sinks (InfluxDB, DuckDB) and the live page, started together."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable
+from dataclasses import asdict
+from types import TracebackType
+from typing import Any
+
+from dsotp_streams.adapters.store import DuckStore
+from dsotp_streams.api.live import LiveHub, create_live_app
+from dsotp_streams.contracts.messages import StateEstimate
+from dsotp_streams.core.grid import GridModel
+from dsotp_streams.errors import TransportError
+from dsotp_streams.runtime.sinks import RowSink, build_sinks
+from dsotp_streams.settings import Settings
+
+__all__ = ["Outputs"]
+
+log = logging.getLogger(__name__)
+
+
+class Outputs:
+    """Sinks and the live page of one process; an async context that starts and drains them."""
+
+    def __init__(self, settings: Settings, *, live: bool) -> None:
+        self.settings = settings
+        self.live = live and settings.live.enabled
+        self.sinks: list[RowSink] = []
+        self.store: DuckStore | None = None
+        self.counters: Callable[[], dict[str, Any]] = dict
+        self.hub = LiveHub(history_s=settings.live.history_s, counters=lambda: self.counters())
+        self.live_url: str | None = None
+        self._stop = asyncio.Event()
+        self._tasks: list[asyncio.Task[None]] = []
+        self._server: Any = None
+
+    async def __aenter__(self) -> Outputs:
+        self.sinks, self.store = build_sinks(self.settings)
+        self._tasks = [
+            asyncio.create_task(sink.run(self._stop), name=f"sink-{sink.name}")
+            for sink in self.sinks
+        ]
+        if self.live:
+            await self._start_live()
+        return self
+
+    async def _start_live(self) -> None:
+        import uvicorn
+
+        cfg = self.settings.live
+        config = uvicorn.Config(
+            create_live_app(self.hub),
+            host=cfg.host,
+            port=cfg.port,
+            log_level="warning",
+            lifespan="off",
+        )
+        self._server = uvicorn.Server(config)
+        task = asyncio.create_task(self._server.serve(), name="live-page")
+        for _ in range(200):
+            if self._server.started or task.done():
+                break
+            await asyncio.sleep(0.05)
+        if task.done() or not self._server.started:
+            self._server = None
+            with contextlib.suppress(BaseException):
+                await task
+            raise TransportError(f"live page: cannot listen on {cfg.host}:{cfg.port}")
+        self._tasks.append(task)
+        self.live_url = f"http://{cfg.host}:{cfg.port}/"
+        log.warning("live page at %s", self.live_url)
+
+    def attach(self, area: str, grid: GridModel) -> list[Callable[[StateEstimate], None]]:
+        """Register an area for the page; the listeners a pipeline should call."""
+        if not self.live:
+            return []
+        self.hub.add_area(area, grid)
+        return [self.hub.publish]
+
+    def sink_stats(self) -> dict[str, dict[str, Any]]:
+        """Counters per sink."""
+        return {sink.name: asdict(sink.stats) for sink in self.sinks}
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self._stop.set()
+        if self._server is not None:
+            self._server.should_exit = True
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self.store is not None:
+            self.store.close()
