@@ -54,6 +54,10 @@ NoLiveOpt = Annotated[bool, typer.Option("--no-live", help="do not serve the liv
 StoreOpt = Annotated[
     Path | None, typer.Option("--store", help='DuckDB file of the embedded store, or ":memory:"')
 ]
+FaultOpt = Annotated[
+    list[str] | None,
+    typer.Option("--fault", help="LINE@SECONDS: a three-phase fault on LINE after SECONDS"),
+]
 RateOpt = Annotated[
     float | None, typer.Option("--rate", min=0.1, max=50, help="frames/s per device (<= 50)")
 ]
@@ -143,6 +147,7 @@ def _table(emulator: EmulatorStats | None, pipeline: PipelineStats) -> Table:
         ("lag ms (max)", f"{p.lag_ms:.0f} ({p.lag_ms_max:.0f})"),
         ("estimate ms", f"{p.estimate_ms:.1f}"),
         ("max |V est - V true| pu", f"{p.max_true_dvm_pu:.4f}"),
+        ("FLISR cases (fault to plan ms)", f"{p.flisr_events} ({p.flisr_lag_ms:.0f})"),
     ]
     for name, value in rows:
         table.add_row(name, value)
@@ -155,6 +160,7 @@ async def run_demo(
     spec: AgentSpec,
     duration_s: float | None,
     live: bool = True,
+    faults: list[tuple[str, float]] | None = None,
 ) -> DemoSummary:
     """Broker (embedded unless a URL is set), emulator and pipeline until duration or Ctrl-C."""
     stop_emulator = asyncio.Event()
@@ -175,6 +181,8 @@ async def run_demo(
         pipeline = _pipeline(spec, grid, settings, endpoint, outputs)
         gc.freeze()  # the grid model's objects live as long as the process: keep them out of GC
         emulator = Emulator(spec=spec, grid=grid, settings=settings, endpoint=endpoint)
+        for line, at_s in faults or []:
+            emulator.fleet.schedule_fault(line, at_s=at_s)
         pipeline_task = asyncio.create_task(pipeline.run(stop_pipeline))
         await asyncio.wait_for(pipeline.ready.wait(), timeout=30)
         emulator_task = asyncio.create_task(emulator.run(stop_emulator))
@@ -213,6 +221,18 @@ async def run_demo(
     )
 
 
+def _parse_fault(text: str) -> tuple[str, float]:
+    line, sep, seconds = text.rpartition("@")
+    try:
+        if not sep or not line:
+            raise ValueError(text)
+        return line, float(seconds)
+    except ValueError as exc:
+        raise typer.BadParameter(
+            f"--fault {text!r}: expected LINE@SECONDS, e.g. 'Line 3-4@10'"
+        ) from exc
+
+
 def _pipeline(
     spec: AgentSpec,
     grid: GridModel,
@@ -229,6 +249,8 @@ def _pipeline(
         sinks=outputs.sinks,
         listeners=outputs.attach(spec.area, grid),
     )
+    if outputs.live:
+        pipeline.flisr_listeners.append(outputs.hub.publish_flisr)
     outputs.counters = lambda: _counters(pipeline.stats)
     return pipeline
 
@@ -241,6 +263,7 @@ def _counters(p: PipelineStats) -> dict[str, Any]:
         "failed": p.estimates_failed,
         "lag ms": round(p.lag_ms, 1),
         "estimate ms": round(p.estimate_ms, 2),
+        "FLISR cases": p.flisr_events,
     }
 
 
@@ -271,13 +294,17 @@ def demo(
     live_port: LivePortOpt = None,
     no_live: NoLiveOpt = False,
     store: StoreOpt = None,
+    fault: FaultOpt = None,
 ) -> None:
     """Embedded broker + emulated PMU fleet + alignment + estimation + store + live page."""
     settings, spec = _setup(
         agent, mqtt_url, mqtt_port, live_port=live_port, no_live=no_live, store=store
     )
     spec = _with_rate(spec, rate)
-    summary = asyncio.run(run_demo(settings=settings, spec=spec, duration_s=duration))
+    faults = [_parse_fault(text) for text in fault or []]
+    summary = asyncio.run(
+        run_demo(settings=settings, spec=spec, duration_s=duration, faults=faults)
+    )
     _report(summary)
 
 

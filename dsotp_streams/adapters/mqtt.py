@@ -111,6 +111,16 @@ class Topics:
         return f"{self.base}/deadletter"
 
     @property
+    def flisr(self) -> str:
+        """FLISR events: fault section and switching plan."""
+        return f"{self.base}/flisr"
+
+    @property
+    def switch_command(self) -> str:
+        """Switching commands, when the agent spec allows publishing them."""
+        return f"{self.base}/command/switch"
+
+    @property
     def status(self) -> str:
         """Retained agent health, rates and lag."""
         return f"{self.base}/status"

@@ -19,7 +19,7 @@ from typing import Any
 from fastapi import FastAPI, HTTPException
 from fastapi.responses import HTMLResponse, Response, StreamingResponse
 
-from dsotp_streams.contracts.messages import StateEstimate
+from dsotp_streams.contracts.messages import FlisrEvent, StateEstimate
 from dsotp_streams.contracts.storage import ts_ns
 from dsotp_streams.core.grid import GridModel
 
@@ -31,6 +31,7 @@ class _Area:
     drawing: dict[str, Any]
     buses: list[str]
     points: deque[dict[str, Any]] = field(default_factory=deque)
+    flisr: dict[str, Any] | None = None
 
 
 class LiveHub:
@@ -60,7 +61,17 @@ class LiveHub:
         area.points.append(point)
         while area.points and point["t"] - area.points[0]["t"] > self.history_ns / 1e6:
             area.points.popleft()
-        message = json.dumps(point)
+        self._broadcast(json.dumps(point))
+
+    def publish_flisr(self, event: FlisrEvent) -> None:
+        """A pipeline's FLISR listener: keep the last case and push it to every open page."""
+        area = self._areas.get(event.area)
+        if area is None:
+            return
+        area.flisr = {"type": "flisr", **json.loads(event.model_dump_json())}
+        self._broadcast(json.dumps(area.flisr))
+
+    def _broadcast(self, message: str) -> None:
         for queue in list(self._listeners):
             if queue.full():
                 queue.get_nowait()  # a slow browser loses old points, never the server
@@ -70,7 +81,7 @@ class LiveHub:
         """The drawing and bus order of an area."""
         if area not in self._areas:
             raise KeyError(area)
-        return {"area": area, **self._areas[area].drawing}
+        return {"area": area, **self._areas[area].drawing, "flisr": self._areas[area].flisr}
 
     def history(self, area: str) -> list[dict[str, Any]]:
         """The kept points of an area, oldest first."""

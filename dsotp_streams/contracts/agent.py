@@ -17,6 +17,7 @@ __all__ = [
     "DeviceSpec",
     "EmulatorSpec",
     "EstimatorSpec",
+    "FlisrSpec",
     "GridSource",
     "GridSpec",
     "SigmaSpec",
@@ -99,6 +100,27 @@ class SigmaSpec(_Frozen):
     )
 
 
+class FlisrSpec(_Frozen):
+    """Fault location, isolation and service restoration for this area."""
+
+    enabled: bool = True
+    switchable: Literal["all_lines", "existing"] = Field(
+        default="all_lines",
+        description="all_lines: a remote-controlled switch at both ends of every line (ring "
+        "main units); existing: only the model's switches",
+    )
+    overcurrent_factor: float = Field(default=3.0, gt=1, description="x the pre-fault current")
+    undervoltage_pu: float = Field(default=0.8, gt=0, lt=1)
+    max_loading_percent: float = Field(default=100.0, gt=0)
+    vm_min_pu: float = Field(default=0.9, gt=0)
+    vm_max_pu: float = Field(default=1.1, gt=1)
+    max_ties: int = Field(default=3, ge=0, description="tie switches a plan may close")
+    cooldown_s: float = Field(default=10.0, ge=0, description="one case per fault")
+    publish_commands: bool = Field(
+        default=False, description="also publish the switching sequence as commands"
+    )
+
+
 class EstimatorSpec(_Frozen):
     """Which engine estimates, and how strictly."""
 
@@ -149,6 +171,7 @@ class AgentSpec(_Frozen):
     window: WindowSpec = WindowSpec()
     estimator: EstimatorSpec = EstimatorSpec()
     emulator: EmulatorSpec = EmulatorSpec()
+    flisr: FlisrSpec = FlisrSpec()
     devices: list[DeviceSpec] = Field(min_length=1)
 
     @field_validator("area")

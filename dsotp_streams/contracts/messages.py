@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 from enum import StrEnum
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -13,8 +14,11 @@ __all__ = [
     "BusState",
     "DeadLetter",
     "EstimateStatus",
+    "FlisrEvent",
+    "FlisrLocation",
     "LineFlow",
     "StateEstimate",
+    "SwitchAction",
     "TrueState",
     "Window",
 ]
@@ -128,3 +132,48 @@ class TrueState(BaseModel):
     timestamp: datetime
     vm_pu: dict[str, float]
     va_deg: dict[str, float]
+
+
+class SwitchAction(BaseModel):
+    """One step of a switching sequence."""
+
+    model_config = ConfigDict(frozen=True)
+
+    step: int
+    action: Literal["open", "close"]
+    switch: str = Field(description="switch name, or <line>@<bus> for a line-end switch")
+    line: str | None = None
+    bus: str | None = None
+    purpose: Literal["isolate", "restore"]
+
+
+class FlisrLocation(BaseModel):
+    """A candidate faulted section and how well it explains the observations."""
+
+    model_config = ConfigDict(frozen=True)
+
+    section: str
+    lines: list[str]
+    confidence: float = Field(ge=0, le=1)
+
+
+class FlisrEvent(BaseModel):
+    """A FLISR case: what was detected, where the fault is, and the switching plan."""
+
+    model_config = ConfigDict(frozen=True)
+
+    area: str
+    window_start: datetime
+    detected: str = Field(description="what triggered the case")
+    status: Literal["planned", "located_only", "not_located"]
+    fault_section: str | None = None
+    fault_lines: list[str] = Field(default_factory=list)
+    candidates: list[FlisrLocation] = Field(default_factory=list)
+    sequence: list[SwitchAction] = Field(default_factory=list)
+    restored_mw: float = 0.0
+    unserved_mw: float = 0.0
+    unserved_buses: list[str] = Field(default_factory=list)
+    checks: dict[str, float | bool] = Field(default_factory=dict)
+    advisory: bool = True
+    runtime_ms: float = 0.0
+    reason: str | None = None

@@ -12,9 +12,17 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from dsotp_streams.contracts.frames import PmuFrame
-from dsotp_streams.contracts.messages import EstimateStatus, StateEstimate
+from dsotp_streams.contracts.messages import EstimateStatus, FlisrEvent, StateEstimate
 
-__all__ = ["SCHEMA", "Measurement", "Row", "rows_from_estimate", "rows_from_frame", "ts_ns"]
+__all__ = [
+    "SCHEMA",
+    "Measurement",
+    "Row",
+    "rows_from_estimate",
+    "rows_from_flisr",
+    "rows_from_frame",
+    "ts_ns",
+]
 
 
 @dataclass(frozen=True)
@@ -180,4 +188,25 @@ def rows_from_estimate(estimate: StateEstimate, *, lag_ms: float | None = None) 
             "max_true_dvm_pu": estimate.max_true_dvm_pu,
         },
         t,
+    )
+
+
+def rows_from_flisr(event: FlisrEvent) -> Iterator[Row]:
+    """A FLISR event as one `flisr` row (the text is what Grafana annotates)."""
+    steps = "; ".join(f"{a.step}. {a.action} {a.switch}" for a in event.sequence)
+    text = (
+        f"{event.detected}: fault in {event.fault_section or '?'} ({event.status}); {steps}; "
+        f"restored {event.restored_mw:.2f} MW, unserved {event.unserved_mw:.2f} MW"
+    )
+    yield Row(
+        "flisr",
+        {"area": event.area, "kind": event.status},
+        {
+            "section": event.fault_section,
+            "plan": steps or None,
+            "restored_mw": event.restored_mw,
+            "unserved_mw": event.unserved_mw,
+            "text": text,
+        },
+        ts_ns(event.window_start),
     )

@@ -11,8 +11,10 @@ import numpy as np
 from dsotp_streams.contracts.agent import AgentSpec, VoltageBasis
 from dsotp_streams.contracts.frames import Measurand, Phase, PmuFrame, Reading
 from dsotp_streams.contracts.messages import TrueState
+from dsotp_streams.core.flisr import fault_state
 from dsotp_streams.core.grid import ComplexArray, GridModel
 from dsotp_streams.core.powerflow import run_power_flow
+from dsotp_streams.errors import SpecError
 
 __all__ = ["TVE_SIGMA_FACTOR", "EmulatedInstant", "PmuFleet"]
 
@@ -44,6 +46,7 @@ class PmuFleet:
         self._wind_ou = 0.0
         self._last_t = 0.0
         self._v: ComplexArray | None = None
+        self._faults: list[tuple[float, float, int, str]] = []
         self._devices = []
         for device in spec.devices:
             bus = grid.bus_index[device.bus]
@@ -84,6 +87,29 @@ class PmuFleet:
         np.add.at(q, g.sgen_bus, g.sgen_q_pu * gen_factor)
         return p, q
 
+    def schedule_fault(self, line: str, *, at_s: float, duration_s: float = 0.3) -> None:
+        """A three-phase fault on `line` (at its far end from the source), `at_s` seconds after
+        the first instant, for `duration_s` (then the protection and the crew are assumed done)."""
+        ref = self.grid.branches.get(line)
+        if ref is None:
+            raise SpecError(f"no branch {line!r} to put a fault on")
+        depth = self._depths()
+        far = max((ref.from_bus, ref.to_bus), key=lambda b: depth.get(b, 0))
+        self._faults.append((at_s, at_s + duration_s, far, line))
+
+    def _depths(self) -> dict[int, int]:
+        import networkx as nx
+
+        g = self.grid
+        graph = nx.Graph()
+        graph.add_nodes_from(range(g.n_bus))
+        for f, t in zip(g.f_bus, g.t_bus, strict=True):
+            graph.add_edge(int(f), int(t))
+        out: dict[int, int] = {}
+        for slack in g.slacks:
+            out |= dict(nx.single_source_shortest_path_length(graph, int(slack)))
+        return out
+
     def step(self, ts: datetime) -> EmulatedInstant:
         """Frames of every device and the true state at instant ts."""
         t = ts.timestamp()
@@ -92,7 +118,14 @@ class PmuFleet:
         p, q = self.injections(t - self._t0)
         v = run_power_flow(self.grid, p_pu=p, q_pu=q, v0=self._v)
         self._v = v
+        for start, end, bus, _line in self._faults:
+            if start <= t - self._t0 < end:
+                v = fault_state(self.grid, v, bus)
         return EmulatedInstant(self._frames(ts, v), self._truth(ts, v), v)
+
+    def frames_for(self, ts: datetime, v: ComplexArray) -> list[PmuFrame]:
+        """The frames the fleet would send for a given state (with its noise)."""
+        return self._frames(ts, v)
 
     def _noisy(self, phasor: complex) -> tuple[float, float]:
         mag = abs(phasor) * (1.0 + self.sigma * float(self.rng.standard_normal()))

@@ -20,14 +20,16 @@ from dsotp_streams.contracts.frames import parse_frame
 from dsotp_streams.contracts.messages import (
     DeadLetter,
     EstimateStatus,
+    FlisrEvent,
     StateEstimate,
     TrueState,
     Window,
 )
 from dsotp_streams.contracts.sogno import estimate_to_sogno
-from dsotp_streams.contracts.storage import rows_from_estimate, rows_from_frame
+from dsotp_streams.contracts.storage import rows_from_estimate, rows_from_flisr, rows_from_frame
 from dsotp_streams.core.alignment import Aligner, AlignOutcome, slot_of
 from dsotp_streams.core.estimation import Estimator
+from dsotp_streams.core.flisr import FaultDetector, FlisrPlanner
 from dsotp_streams.core.grid import GridModel
 from dsotp_streams.emulator import PmuFleet
 from dsotp_streams.errors import FrameError, TransportError
@@ -67,6 +69,8 @@ class PipelineStats:
     lag_ms_max: float = 0.0
     estimate_ms: float = 0.0
     max_true_dvm_pu: float = 0.0
+    flisr_events: int = 0
+    flisr_lag_ms: float = 0.0  # from the faulted window's start to the published plan
 
 
 @dataclass
@@ -101,6 +105,10 @@ class AreaPipeline:
         self.topics = Topics(settings.mqtt.topic_prefix, spec.area)
         self.client_id = client_id or f"{settings.mqtt.client_id_prefix}-{spec.area}-pipeline"
         self.estimator = Estimator(spec, grid)
+        self.detector = FaultDetector(spec, grid) if spec.flisr.enabled else None
+        self.planner = FlisrPlanner(grid, spec.flisr) if spec.flisr.enabled else None
+        self.flisr_listeners: list[Callable[[FlisrEvent], None]] = []
+        self._last_loads: dict[str, float] = {}
         self.vn_kv = {name: float(grid.vn_kv[idx]) for name, idx in grid.named_buses}
         self.aligner = Aligner(
             area=spec.area,
@@ -254,8 +262,21 @@ class AreaPipeline:
                 truth = self._truth.get(
                     slot_of(window.window_start, period_ns=self.aligner.period_ns)
                 )
+                observation = self.detector.observe(window) if self.detector else None
+                v_prefault = self.estimator.last_state
                 estimate = await asyncio.to_thread(self.estimator.estimate, window, truth=truth)
                 await self._publish_estimate(estimate)
+                if estimate.status is EstimateStatus.OK and observation is None:
+                    self._last_loads = {b.bus: b.p_mw for b in estimate.buses}
+                if observation is not None and self.planner is not None:
+                    event = await asyncio.to_thread(
+                        self.planner.plan,
+                        observation,
+                        area=self.spec.area,
+                        load_mw=self._last_loads,
+                        v_prefault=v_prefault,
+                    )
+                    await self._publish_flisr(event)
             finally:
                 self._windows.task_done()
 
@@ -283,6 +304,25 @@ class AreaPipeline:
             await self._publish(self.topics.state_sogno, sogno, qos=qos)
         if ok:
             self.stats.estimates_published += 1
+
+    async def _publish_flisr(self, event: FlisrEvent) -> None:
+        self.stats.flisr_events += 1
+        self.stats.flisr_lag_ms = (_utcnow() - event.window_start) / timedelta(milliseconds=1)
+        log.warning(
+            "FLISR %s: %s -> %s, %d switching steps",
+            self.spec.area,
+            event.detected,
+            event.fault_section,
+            len(event.sequence),
+        )
+        for sink in self.sinks:
+            sink.submit(list(rows_from_flisr(event)))
+        for listener in self.flisr_listeners:
+            listener(event)
+        await self._publish(self.topics.flisr, event.model_dump_json(), qos=1)
+        if self.spec.flisr.publish_commands:
+            for action in event.sequence:
+                await self._publish(self.topics.switch_command, action.model_dump_json(), qos=1)
 
     async def _dead_letter(
         self, topic: str, raw: bytes | bytearray, reason: str, *, device: str | None = None

@@ -1,4 +1,5 @@
-"""The live page in a real headless Chromium during a demo run: charts fill with estimates."""
+"""The live page in a real headless Chromium during a demo run with a fault: charts fill with
+estimates, and the FLISR case appears with its plan (and lands in the store)."""
 
 from __future__ import annotations
 
@@ -12,6 +13,8 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+
+from dsotp_streams.adapters.store import DuckStore
 
 REPO = Path(__file__).resolve().parents[2]
 ARTIFACTS = REPO / "tests" / "artifacts"
@@ -59,6 +62,8 @@ def test_live_page_shows_estimated_measured_and_true_voltages(tmp_path: Path) ->
             str(live_port),
             "--store",
             str(tmp_path / "live.duckdb"),
+            "--fault",
+            "Line 8-9@12",
         ],
         cwd=REPO,
         stdout=subprocess.PIPE,
@@ -79,6 +84,13 @@ def test_live_page_shows_estimated_measured_and_true_voltages(tmp_path: Path) ->
             page.wait_for_function(
                 "window.dsotpLive && window.dsotpLive.estimated >= 30", timeout=40_000
             )
+            # the emulated fault at 12 s opens a FLISR case; the page shows its plan
+            page.wait_for_function("window.dsotpLive.flisr", timeout=40_000)
+            page.wait_for_function(
+                "window.dsotpLive.last && window.dsotpLive.last.status === 'ok'", timeout=10_000
+            )
+            flisr = page.evaluate("window.dsotpLive.flisr")
+            banner = page.inner_text("#flisr")
             page.click("#diagram", position={"x": 200, "y": 120})  # pick a bus on the diagram
             time.sleep(1.0)
             live = page.evaluate("window.dsotpLive")
@@ -89,6 +101,8 @@ def test_live_page_shows_estimated_measured_and_true_voltages(tmp_path: Path) ->
             page.screenshot(path=str(shot), full_page=True)
             browser.close()
         assert errors == []
+        assert flisr["fault_lines"] == ["Line 8-9"] and flisr["status"] == "planned"
+        assert "Fault in Line 8-9" in banner and "close S3" in banner
         last = live["last"]
         assert last["status"] == "ok" and status.startswith("ok")
         assert len(last["vm"]) == 15 and all(v is not None for v in last["vm"])
@@ -102,3 +116,9 @@ def test_live_page_shows_estimated_measured_and_true_voltages(tmp_path: Path) ->
         out, err = proc.communicate(timeout=90)
     assert proc.returncode == 0, err[-2000:]
     assert "sink duckdb:" in out
+    store = DuckStore(tmp_path / "live.duckdb")
+    try:
+        (row,) = store.query("SELECT section, text FROM flisr")
+        assert row["section"] == "Line 8-9" and "restored" in row["text"]
+    finally:
+        store.close()

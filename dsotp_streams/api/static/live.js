@@ -1,6 +1,6 @@
 // dsotp live page: server-sent events in, canvas charts out. No build step, no library.
 "use strict";
-const state = { area: null, meta: null, points: [], bus: 0, latest: null };
+const state = { area: null, meta: null, points: [], bus: 0, latest: null, flisr: null };
 window.dsotpLive = { points: 0, estimated: 0, last: null };
 
 const $ = (id) => document.getElementById(id);
@@ -29,9 +29,11 @@ function drawDiagram() {
   const pos = {}; state.meta.buses.forEach((b, i) => { pos[b.name] = [pad + b.x * (w - 2 * pad), pad + b.y * (h - 2 * pad), i]; });
   const vm = state.latest ? state.latest.vm : [];
   ctx.lineWidth = 2;
+  const faulted = new Set(state.flisr ? state.flisr.fault_lines : []);
   for (const l of state.meta.lines) {
     const a = pos[l.from], b = pos[l.to]; if (!a || !b) continue;
-    ctx.strokeStyle = "#607080"; ctx.beginPath(); ctx.moveTo(a[0], a[1]); ctx.lineTo(b[0], b[1]); ctx.stroke();
+    ctx.strokeStyle = faulted.has(l.name) ? "#ff5252" : "#607080"; ctx.lineWidth = faulted.has(l.name) ? 4 : 2;
+    ctx.beginPath(); ctx.moveTo(a[0], a[1]); ctx.lineTo(b[0], b[1]); ctx.stroke();
   }
   ctx.font = "11px system-ui"; ctx.textAlign = "center";
   for (const b of state.meta.buses) {
@@ -104,7 +106,19 @@ function drawProfile() {
 
 function redraw() { drawDiagram(); drawSeries(); drawProfile(); }
 
+function showFlisr(e) {
+  state.flisr = e; const box = $("flisr"); box.hidden = false;
+  const steps = e.sequence.map((a) => `${a.step}. ${a.action} ${a.switch}`).join(" &rarr; ");
+  const best = e.candidates.length ? ` (confidence ${(100 * e.candidates[0].confidence).toFixed(0)} %)` : "";
+  box.innerHTML = `<b>FLISR</b> ${new Date(e.window_start).toISOString().slice(11, 19)} UTC &mdash; ${e.detected}.<br>` +
+    `Fault in <b>${e.fault_section || "?"}</b>${best}; plan${e.advisory ? " (advisory)" : ""}: ${steps || "none"}; ` +
+    `restored ${e.restored_mw.toFixed(2)} MW, unserved ${e.unserved_mw.toFixed(2)} MW` +
+    (e.checks && "max_loading_percent" in e.checks ? `; power flow: max loading ${e.checks.max_loading_percent} %, V ${e.checks.vm_min_pu}&ndash;${e.checks.vm_max_pu} p.u.` : "");
+  window.dsotpLive.flisr = e;
+}
+
 function accept(p) {
+  if (p.type === "flisr") { if (p.area === state.area) showFlisr(p); return; }
   if (p.area !== state.area) return;
   state.points.push(p);
   const horizon = p.t - 300000; while (state.points.length && state.points[0].t < horizon) state.points.shift();
@@ -125,6 +139,7 @@ async function start() {
   const areas = (await (await fetch("/api/live/areas")).json()).areas;
   state.area = areas[0]; $("area").textContent = state.area;
   state.meta = await (await fetch(`/api/live/${state.area}/meta`)).json();
+  if (state.meta.flisr) showFlisr(state.meta.flisr);
   const select = $("bus");
   state.meta.buses.forEach((b, i) => { const o = document.createElement("option"); o.value = i; o.textContent = b.name; select.appendChild(o); });
   select.onchange = () => { state.bus = Number(select.value); redraw(); };

@@ -51,6 +51,11 @@ class Estimator:
         self._cache = WlsCache(grid)
         self._layout = _Layout.of(grid)
 
+    @property
+    def last_state(self) -> ComplexArray | None:
+        """The bus voltages of the last successful estimate (a stream's warm start)."""
+        return None if self._last_v is None else self._last_v.copy()
+
     def estimate(self, window: Window, *, truth: TrueState | None = None) -> StateEstimate:
         """Estimate the state of one window."""
         started = time.perf_counter()
