@@ -116,6 +116,9 @@ class FlisrSpec(_Frozen):
     vm_max_pu: float = Field(default=1.1, gt=1)
     max_ties: int = Field(default=3, ge=0, description="tie switches a plan may close")
     cooldown_s: float = Field(default=10.0, ge=0, description="one case per fault")
+    failed_estimates: int = Field(
+        default=5, ge=1, description="estimates failing in a row that open a case"
+    )
     publish_commands: bool = Field(
         default=False, description="also publish the switching sequence as commands"
     )

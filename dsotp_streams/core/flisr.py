@@ -459,7 +459,9 @@ def _names(frame: Any, prefix: str) -> list[str]:
 
 class FaultDetector:
     """Watches windows for fault signs: overcurrent against each branch's pre-fault current,
-    undervoltage at PMU buses; turns the first faulted window into a FaultObservation."""
+    undervoltage at PMU buses, a loaded branch whose current collapses (a breaker trip), devices
+    that stop reporting, estimates failing in a row; the first such window becomes a
+    FaultObservation (located from fault passage when there is any)."""
 
     def __init__(self, spec: AgentSpec, grid: GridModel) -> None:
         self.spec = spec.flisr
@@ -469,6 +471,8 @@ class FaultDetector:
         self.device_bus = {d.id: d.bus for d in spec.devices}
         self.baseline: dict[str, float] = {}
         self._last_case: datetime | None = None
+        self._seen: set[str] = set()
+        self._failed_estimates = 0
 
     def observe(self, window: Window) -> FaultObservation | None:
         """A FaultObservation for a faulted window (once per cooldown), else None."""
@@ -494,7 +498,17 @@ class FaultDetector:
             for k, i in i_now.items()
         }
         low = sorted(b for b, v in vm.items() if v < self.spec.undervoltage_pu)
-        if not any(passage.values()) and not low:
+        # a branch whose current collapsed from a real load: its breaker (or one upstream) tripped
+        tripped = sorted(
+            k
+            for k, i in i_now.items()
+            if self.baseline.get(k, 0.0) > 1.0 and i < 0.05 * self.baseline[k]
+        )
+        # devices that reported in the last window and not in this one
+        lost = sorted(self._seen - set(window.frames)) if self._seen else []
+        self._seen = set(window.frames)
+        failing = self._failed_estimates >= self.spec.failed_estimates
+        if not any(passage.values()) and not low and not tripped and not lost and not failing:
             for k, i in i_now.items():  # learn the normal currents (slow average)
                 old = self.baseline.get(k)
                 self.baseline[k] = i if old is None else 0.9 * old + 0.1 * i
@@ -509,7 +523,17 @@ class FaultDetector:
             parts.append("overcurrent on " + ", ".join(sorted(k for k, f in passage.items() if f)))
         if low:
             parts.append("undervoltage at " + ", ".join(low))
+        if tripped:
+            parts.append("current lost on " + ", ".join(tripped) + " (breaker trip?)")
+        if lost:
+            parts.append("devices lost: " + ", ".join(lost))
+        if failing:
+            parts.append(f"{self._failed_estimates} estimates in a row failed")
         return FaultObservation(window.window_start, "; ".join(parts), passage, vm)
+
+    def estimate_status(self, ok: bool) -> None:
+        """Tell the detector whether the last window's estimate succeeded."""
+        self._failed_estimates = 0 if ok else self._failed_estimates + 1
 
 
 def fault_state(

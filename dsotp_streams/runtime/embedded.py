@@ -266,6 +266,8 @@ class AreaPipeline:
                 v_prefault = self.estimator.last_state
                 estimate = await asyncio.to_thread(self.estimator.estimate, window, truth=truth)
                 await self._publish_estimate(estimate)
+                if self.detector is not None:
+                    self.detector.estimate_status(estimate.status is EstimateStatus.OK)
                 if estimate.status is EstimateStatus.OK and observation is None:
                     self._last_loads = {b.bus: b.p_mw for b in estimate.buses}
                 if observation is not None and self.planner is not None:

@@ -137,3 +137,47 @@ def test_larger_grid_faults_are_located_and_plans_pass_the_power_flow() -> None:
         event = planner.plan(observation, area=spec.area, v_prefault=v0)  # type: ignore[arg-type]
         assert line in event.fault_lines, (line, event.candidates[:3])
         assert event.checks["passed"] is True
+
+
+def test_detector_opens_cases_for_trips_lost_devices_and_failing_estimates(
+    spec: AgentSpec, grid: GridModel
+) -> None:
+    fleet, detector = PmuFleet(spec, grid), FaultDetector(spec, grid)
+    windows = [_window(spec, fleet, T0 + timedelta(milliseconds=100 * k)) for k in range(12)]
+    for window in windows[:10]:
+        assert detector.observe(window) is None
+    # pmu-n3 stops reporting
+    frames = {d: f for d, f in windows[10].frames.items() if d != "pmu-n3"}
+    lost = detector.observe(windows[10].model_copy(update={"frames": frames}))
+    assert lost is not None and "devices lost: pmu-n3" in lost.trigger
+    # a breaker trip: feeder 1's head current falls to nothing (after the cooldown)
+    later = T0 + timedelta(seconds=30)
+    v = fleet.step(later).v.copy()
+    tripped = [
+        frame.model_copy(
+            update={
+                "readings": [
+                    r.model_copy(update={"data": 0.0})
+                    if r.component == "Line 1-2" and r.measurand.value == "currmagnitude"
+                    else r
+                    for r in frame.readings
+                ]
+            }
+        )
+        for frame in fleet.frames_for(later, v)
+    ]
+    window = Window(
+        area=spec.area,
+        window_start=later,
+        period_s=0.1,
+        frames={f.device: f for f in tripped},
+        closed_at=later,
+    )
+    trip = detector.observe(window)
+    assert trip is not None and "current lost on Line 1-2" in trip.trigger
+    # estimates failing in a row
+    fresh = FaultDetector(spec, grid)
+    for _ in range(spec.flisr.failed_estimates):
+        fresh.estimate_status(ok=False)
+    failing = fresh.observe(windows[11])
+    assert failing is not None and "estimates in a row failed" in failing.trigger
