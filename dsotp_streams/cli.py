@@ -23,6 +23,7 @@ from rich.table import Table
 
 from dsotp_streams.adapters.grids import load_grid
 from dsotp_streams.adapters.mqtt import EmbeddedBroker, MqttEndpoint, endpoint_from_settings
+from dsotp_streams.cli_forecast import register as register_forecast
 from dsotp_streams.cli_offline import register as register_offline
 from dsotp_streams.contracts.agent import AgentSpec, load_agent_spec
 from dsotp_streams.core.grid import GridModel
@@ -397,6 +398,7 @@ def emulate(
 
 
 register_offline(app)
+register_forecast(app)
 
 
 def main() -> None:

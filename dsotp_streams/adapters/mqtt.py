@@ -111,6 +111,11 @@ class Topics:
         return f"{self.base}/deadletter"
 
     @property
+    def forecast(self) -> str:
+        """Quantile forecasts per bus."""
+        return f"{self.base}/forecast"
+
+    @property
     def flisr(self) -> str:
         """FLISR events: fault section and switching plan."""
         return f"{self.base}/flisr"

@@ -18,6 +18,7 @@ __all__ = [
     "EmulatorSpec",
     "EstimatorSpec",
     "FlisrSpec",
+    "ForecastSpec",
     "GridSource",
     "GridSpec",
     "SigmaSpec",
@@ -124,6 +125,22 @@ class FlisrSpec(_Frozen):
     )
 
 
+class ForecastSpec(_Frozen):
+    """Load forecasts per bus from the estimated loads, and pseudo-measurements from them."""
+
+    enabled: bool = True
+    step_s: float = Field(default=900.0, gt=0, description="resampling step of the history")
+    horizon_steps: int = Field(default=96, ge=1, description="24 h at 15 min")
+    refresh_s: float = Field(default=900.0, gt=0, description="forecast every (event time)")
+    retrain_s: float = Field(default=7 * 86400.0, gt=0, description="retrain every (event time)")
+    model: str = Field(
+        default="../models/forecast-{area}.json",
+        description="relative to the agent file (agents/ and models/ sit side by side)",
+    )
+    history_days: int = Field(default=56, ge=9, description="history kept for forecasting")
+    pseudo_measurements: bool = True
+
+
 class EstimatorSpec(_Frozen):
     """Which engine estimates, and how strictly."""
 
@@ -147,6 +164,14 @@ class EmulatorSpec(_Frozen):
     profile_period_s: float = Field(default=300.0, gt=0)
     frequency_hz: float = 50.0
     seed: int = 7
+    profiles: str | None = Field(
+        default=None,
+        description="real load profiles (simbench:<code> or a file) the loads follow instead "
+        "of the synthetic swing",
+    )
+    profile_step_s: float = Field(
+        default=900.0, gt=0, description="emulated seconds per profile step (900: real time)"
+    )
 
 
 class DeviceSpec(_Frozen):
@@ -175,6 +200,7 @@ class AgentSpec(_Frozen):
     estimator: EstimatorSpec = EstimatorSpec()
     emulator: EmulatorSpec = EmulatorSpec()
     flisr: FlisrSpec = FlisrSpec()
+    forecast: ForecastSpec = ForecastSpec()
     devices: list[DeviceSpec] = Field(min_length=1)
 
     @field_validator("area")

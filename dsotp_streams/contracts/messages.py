@@ -16,6 +16,7 @@ __all__ = [
     "EstimateStatus",
     "FlisrEvent",
     "FlisrLocation",
+    "Forecast",
     "LineFlow",
     "StateEstimate",
     "SwitchAction",
@@ -177,3 +178,18 @@ class FlisrEvent(BaseModel):
     advisory: bool = True
     runtime_ms: float = 0.0
     reason: str | None = None
+
+
+class Forecast(BaseModel):
+    """Quantile forecasts per bus of an area, issued at one instant."""
+
+    model_config = ConfigDict(frozen=True)
+
+    area: str
+    issued_at: datetime
+    step_s: float
+    quantity: str = "p_mw"
+    times: list[datetime]
+    quantiles: dict[str, dict[str, list[float]]] = Field(
+        description="bus -> quantile level (as text) -> values at `times`"
+    )

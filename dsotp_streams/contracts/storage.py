@@ -12,7 +12,12 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from dsotp_streams.contracts.frames import PmuFrame
-from dsotp_streams.contracts.messages import EstimateStatus, FlisrEvent, StateEstimate
+from dsotp_streams.contracts.messages import (
+    EstimateStatus,
+    FlisrEvent,
+    Forecast,
+    StateEstimate,
+)
 
 __all__ = [
     "SCHEMA",
@@ -20,6 +25,7 @@ __all__ = [
     "Row",
     "rows_from_estimate",
     "rows_from_flisr",
+    "rows_from_forecast",
     "rows_from_frame",
     "ts_ns",
 ]
@@ -210,3 +216,24 @@ def rows_from_flisr(event: FlisrEvent) -> Iterator[Row]:
         },
         ts_ns(event.window_start),
     )
+
+
+def rows_from_forecast(forecast: Forecast) -> Iterator[Row]:
+    """One `forecast` row per bus, quantile and target time."""
+    issued = ts_ns(forecast.issued_at)
+    for node, levels in forecast.quantiles.items():
+        for level, values in levels.items():
+            tags = {
+                "area": forecast.area,
+                "node": node,
+                "quantity": forecast.quantity,
+                "quantile": level,
+            }
+            for when, value in zip(forecast.times, values, strict=True):
+                t = ts_ns(when)
+                yield Row(
+                    "forecast",
+                    tags,
+                    {"value": value, "horizon_s": (t - issued) / 1e9, "issued_ns": issued},
+                    t,
+                )

@@ -12,7 +12,7 @@ from dsotp_streams.contracts.agent import AgentSpec, VoltageBasis
 from dsotp_streams.contracts.frames import Measurand, Phase, PmuFrame, Reading
 from dsotp_streams.contracts.messages import TrueState
 from dsotp_streams.core.flisr import fault_state
-from dsotp_streams.core.grid import ComplexArray, GridModel
+from dsotp_streams.core.grid import ComplexArray, FloatArray, GridModel
 from dsotp_streams.core.powerflow import run_power_flow
 from dsotp_streams.errors import SpecError
 
@@ -34,9 +34,18 @@ class EmulatedInstant:
 class PmuFleet:
     """All emulated PMUs of one area, stepping through time."""
 
-    def __init__(self, spec: AgentSpec, grid: GridModel) -> None:
+    def __init__(
+        self, spec: AgentSpec, grid: GridModel, profiles: FloatArray | None = None
+    ) -> None:
+        """`profiles` (steps x columns, any scale): load i follows column i modulo the count,
+        normalised to its mean, one step per `emulator.profile_step_s` seconds."""
         self.spec = spec
         self.grid = grid
+        self._profiles: FloatArray | None = None
+        if profiles is not None and len(profiles):
+            cols = profiles[:, np.arange(len(grid.load_p_pu)) % profiles.shape[1]]
+            mean = np.mean(np.abs(cols), axis=0)
+            self._profiles = cols / np.where(mean > 1e-9, mean, 1.0)
         e = spec.emulator
         self.rng = np.random.default_rng(e.seed)
         self.sigma = e.tve_percent / 100.0 / TVE_SIGMA_FACTOR
@@ -72,7 +81,11 @@ class PmuFleet:
         )
         self._wind_ou = self._wind_ou * decay + spread * float(self.rng.standard_normal())
         phase = 2.0 * math.pi * t_s / e.profile_period_s
-        load_factor = 1.0 + e.load_variation * (0.7 * math.sin(phase) + 0.3 * self._load_ou)
+        if self._profiles is not None:
+            step = int(t_s / e.profile_step_s) % len(self._profiles)
+            load_factor = self._profiles[step] * (1.0 + 0.02 * self._load_ou)
+        else:
+            load_factor = 1.0 + e.load_variation * (0.7 * math.sin(phase) + 0.3 * self._load_ou)
         pv_factor = max(0.0, math.sin(phase + 0.5))
         wind_factor = min(1.0, max(0.0, 0.6 + 0.3 * self._wind_ou))
         gen_factor = np.where(

@@ -15,21 +15,29 @@ from datetime import UTC, datetime, timedelta
 import aiomqtt
 
 from dsotp_streams.adapters.mqtt import MqttEndpoint, Topics, connect
+from dsotp_streams.adapters.profiles import load_profiles
 from dsotp_streams.contracts.agent import AgentSpec
 from dsotp_streams.contracts.frames import parse_frame
 from dsotp_streams.contracts.messages import (
     DeadLetter,
     EstimateStatus,
     FlisrEvent,
+    Forecast,
     StateEstimate,
     TrueState,
     Window,
 )
 from dsotp_streams.contracts.sogno import estimate_to_sogno
-from dsotp_streams.contracts.storage import rows_from_estimate, rows_from_flisr, rows_from_frame
+from dsotp_streams.contracts.storage import (
+    rows_from_estimate,
+    rows_from_flisr,
+    rows_from_forecast,
+    rows_from_frame,
+)
 from dsotp_streams.core.alignment import Aligner, AlignOutcome, slot_of
 from dsotp_streams.core.estimation import Estimator
 from dsotp_streams.core.flisr import FaultDetector, FlisrPlanner
+from dsotp_streams.core.forecasting.stream import ForecastAgent
 from dsotp_streams.core.grid import GridModel
 from dsotp_streams.emulator import PmuFleet
 from dsotp_streams.errors import FrameError, TransportError
@@ -70,6 +78,7 @@ class PipelineStats:
     estimate_ms: float = 0.0
     max_true_dvm_pu: float = 0.0
     flisr_events: int = 0
+    forecasts: int = 0
     flisr_lag_ms: float = 0.0  # from the faulted window's start to the published plan
 
 
@@ -108,6 +117,15 @@ class AreaPipeline:
         self.detector = FaultDetector(spec, grid) if spec.flisr.enabled else None
         self.planner = FlisrPlanner(grid, spec.flisr) if spec.flisr.enabled else None
         self.flisr_listeners: list[Callable[[FlisrEvent], None]] = []
+        self.forecaster = (
+            ForecastAgent(
+                spec.area,
+                spec.forecast,
+                settings.agent_file.parent / spec.forecast.model.format(area=spec.area),
+            )
+            if spec.forecast.enabled
+            else None
+        )
         self._last_loads: dict[str, float] = {}
         self.vn_kv = {name: float(grid.vn_kv[idx]) for name, idx in grid.named_buses}
         self.aligner = Aligner(
@@ -270,6 +288,12 @@ class AreaPipeline:
                     self.detector.estimate_status(estimate.status is EstimateStatus.OK)
                 if estimate.status is EstimateStatus.OK and observation is None:
                     self._last_loads = {b.bus: b.p_mw for b in estimate.buses}
+                if self.forecaster is not None:
+                    update = await asyncio.to_thread(self.forecaster.observe, estimate)
+                    if update.pseudo is not None:
+                        self.estimator.mapping.set_pseudo_injections(update.pseudo)
+                    if update.forecast is not None:
+                        await self._publish_forecast(update.forecast)
                 if observation is not None and self.planner is not None:
                     event = await asyncio.to_thread(
                         self.planner.plan,
@@ -306,6 +330,12 @@ class AreaPipeline:
             await self._publish(self.topics.state_sogno, sogno, qos=qos)
         if ok:
             self.stats.estimates_published += 1
+
+    async def _publish_forecast(self, forecast: Forecast) -> None:
+        self.stats.forecasts += 1
+        for sink in self.sinks:
+            sink.submit(list(rows_from_forecast(forecast)))
+        await self._publish(self.topics.forecast, forecast.model_dump_json(), qos=1)
 
     async def _publish_flisr(self, event: FlisrEvent) -> None:
         self.stats.flisr_events += 1
@@ -383,7 +413,10 @@ class Emulator:
         self.spec = spec
         self.settings = settings
         self.endpoint = endpoint
-        self.fleet = PmuFleet(spec, grid)
+        profiles = None
+        if spec.emulator.profiles:
+            profiles = load_profiles(spec.emulator.profiles).values
+        self.fleet = PmuFleet(spec, grid, profiles)
         self.topics = Topics(settings.mqtt.topic_prefix, spec.area)
         self.stats = EmulatorStats()
 

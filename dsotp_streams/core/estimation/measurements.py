@@ -147,6 +147,29 @@ class MeasurementMap:
                 out.append((Kind.Q_INJ, bus, float(q_nom[bus]), sigma, f"{name}:pseudo_q"))
         return out
 
+    def set_pseudo_injections(
+        self, forecasts: dict[str, tuple[float, float, float]] | None
+    ) -> None:
+        """Pseudo P/Q injections from forecasts: bus name -> (p_mw, q_mvar, sigma_mw), consumption
+        positive; buses without a forecast keep the nominal pseudo-measurement. None resets."""
+        self._pseudo = self._pseudo_injections()
+        if not forecasts:
+            return
+        base = self.grid.base_mva
+        updated = []
+        for kind, bus, value, sigma, label in self._pseudo:
+            name = label.rsplit(":", 1)[0]
+            forecast = forecasts.get(name)
+            if forecast is not None and label.endswith((":pseudo_p", ":pseudo_q")):
+                p_mw, q_mvar, sigma_mw = forecast
+                load = p_mw if kind is Kind.P_INJ else q_mvar
+                floor = self.sigmas.pseudo_floor_mw / base
+                value = -load / base
+                sigma = max(sigma_mw / base, floor)
+                label = label.replace(":pseudo_", ":forecast_")
+            updated.append((kind, bus, value, sigma, label))
+        self._pseudo = updated
+
     def build(self, window: Window) -> MeasurementSet:
         """Average phases per channel, convert to per unit, add pseudo and zero injections."""
         sums: dict[tuple[str, str, Measurand], list[float]] = {}

@@ -1,0 +1,91 @@
+"""Load and generation profiles (time x node) from SimBench or from a CSV/Parquet file.
+
+`simbench:<code>` reads the yearly 15-minute profiles that the `simbench` package ships (2016,
+real measured load and generation profiles scaled to the benchmark grid's elements), summed per
+bus. SimBench stamps local time with daylight saving (repeated and missing stamps); the series is
+read as a regular 15-minute grid from 2016-01-01 00:00 UTC. A file holds a `time` column and one
+column per node.
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+import numpy as np
+
+from dsotp_streams.core.grid import FloatArray
+from dsotp_streams.errors import DsotpError
+
+__all__ = ["Profiles", "load_profiles"]
+
+
+@dataclass(frozen=True)
+class Profiles:
+    """Regular series: values (steps x nodes), node names, start and step."""
+
+    values: FloatArray
+    nodes: list[str]
+    start: datetime
+    step_s: float
+
+    @property
+    def steps_per_day(self) -> int:
+        """Steps in a day."""
+        return round(86400 / self.step_s)
+
+
+def load_profiles(source: str, *, nodes: int | None = None, kind: str = "load") -> Profiles:
+    """Profiles from `simbench:<grid code>` or a .csv/.parquet file."""
+    if source.startswith("simbench:"):
+        profiles = _simbench(source.split(":", 1)[1], kind)
+    else:
+        profiles = _file(Path(source))
+    if nodes is not None:
+        profiles = Profiles(
+            profiles.values[:, :nodes], profiles.nodes[:nodes], profiles.start, profiles.step_s
+        )
+    return profiles
+
+
+def _simbench(code: str, kind: str) -> Profiles:
+    try:
+        import simbench as sb
+    except ImportError as exc:
+        raise DsotpError("the simbench package is not installed") from exc
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            net = sb.get_simbench_net(code)
+            absolute = sb.get_absolute_values(net, profiles_instead_of_study_cases=True)
+    except Exception as exc:  # simbench raises bare exceptions for unknown codes
+        raise DsotpError(f"cannot read SimBench grid {code!r}: {exc}") from exc
+    table = "sgen" if kind == "sgen" else "load"
+    frame = absolute[(table, "p_mw")]
+    buses = net[table].bus.reindex(frame.columns)
+    per_bus = frame.T.groupby(buses.to_numpy()).sum().T
+    names = [str(net.bus.at[b, "name"]) for b in per_bus.columns]
+    return Profiles(per_bus.to_numpy(float), names, datetime(2016, 1, 1, tzinfo=UTC), 900.0)
+
+
+def _file(path: Path) -> Profiles:
+    import pandas as pd
+
+    if not path.exists():
+        raise DsotpError(f"no profile file {path}")
+    try:
+        frame = pd.read_parquet(path) if path.suffix == ".parquet" else pd.read_csv(path)
+    except (OSError, ValueError) as exc:
+        raise DsotpError(f"cannot read profiles {path}: {exc}") from exc
+    if "time" not in frame:
+        raise DsotpError(f"{path.name}: no 'time' column")
+    times = pd.to_datetime(frame.pop("time"), utc=True)
+    if len(times) < 2:
+        raise DsotpError(f"{path.name}: fewer than two time steps")
+    step = float((times.iloc[1] - times.iloc[0]).total_seconds())
+    values = frame.to_numpy(float)
+    if not np.all(np.isfinite(values)):
+        raise DsotpError(f"{path.name}: NaN or infinite values")
+    return Profiles(values, [str(c) for c in frame.columns], times.iloc[0].to_pydatetime(), step)

@@ -1,0 +1,181 @@
+"""`dsotp forecast train | evaluate`: offline forecasting on stored or published profiles."""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+from typing import Annotated
+
+import numpy as np
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from dsotp_streams.adapters.profiles import Profiles, load_profiles
+from dsotp_streams.core.forecasting import (
+    QUANTILES,
+    QuantileForecaster,
+    SeasonalNaive,
+    day_ahead_origins,
+    score,
+)
+
+__all__ = ["register"]
+
+log = logging.getLogger("dsotp_streams.forecast")
+console = Console()
+
+SourceOpt = Annotated[
+    str,
+    typer.Option(
+        "--source", help="simbench:<grid code>, or a .csv/.parquet file (time + one column a node)"
+    ),
+]
+NodesOpt = Annotated[int | None, typer.Option("--nodes", help="use the first N nodes")]
+ModelOpt = Annotated[Path, typer.Option("--model", help="where the trained forecaster is kept")]
+TrainShareOpt = Annotated[
+    float, typer.Option("--train-share", min=0.3, max=0.95, help="leading share used to train")
+]
+
+
+def _progress() -> Progress:
+    return Progress(
+        TextColumn("{task.description}"), BarColumn(), TimeElapsedColumn(), console=console
+    )
+
+
+def _split(profiles: Profiles, share: float) -> int:
+    spd = profiles.steps_per_day
+    return int(len(profiles.values) * share) // spd * spd
+
+
+def train(
+    source: SourceOpt = "simbench:1-MV-urban--0-sw",
+    nodes: NodesOpt = 100,
+    model: ModelOpt = Path("models/forecast-load.json"),
+    train_share: TrainShareOpt = 0.75,
+) -> None:
+    """Train the quantile forecaster on the leading part of the profiles and save it."""
+    with console.status("reading profiles"):
+        profiles = load_profiles(source, nodes=nodes)
+    split = _split(profiles, train_share)
+    started = time.perf_counter()
+    with _progress() as progress:
+        task = progress.add_task(f"training {len(profiles.nodes)} nodes", total=len(QUANTILES) + 1)
+        spd = profiles.steps_per_day
+        forecaster = QuantileForecaster(steps_per_day=spd, horizon=spd).fit(
+            profiles.values[:split],
+            start=profiles.start,
+            step_s=profiles.step_s,
+            progress=lambda done, _total: progress.update(task, completed=done),
+        )
+    forecaster.save(model)
+    typer.echo(
+        f"trained on {split} steps x {len(profiles.nodes)} nodes in "
+        f"{time.perf_counter() - started:.1f} s; saved to {model}"
+    )
+
+
+def evaluate(
+    source: SourceOpt = "simbench:1-MV-urban--0-sw",
+    nodes: NodesOpt = 100,
+    model: ModelOpt = Path("models/forecast-load.json"),
+    train_share: TrainShareOpt = 0.75,
+    plot: Annotated[Path | None, typer.Option("--plot", help="write a PNG of one node")] = None,
+) -> None:
+    """Day-ahead forecasts over the part after training, against seasonal naive."""
+    with console.status("reading profiles"):
+        profiles = load_profiles(source, nodes=nodes)
+    forecaster = QuantileForecaster.load(model)
+    y, spd = profiles.values, profiles.steps_per_day
+    split = _split(profiles, train_share)
+    naive = SeasonalNaive(spd).fit(y[:split])
+    origins = day_ahead_origins(len(y), spd, start=split)
+    ours: dict[float, list[np.ndarray]] = {a: [] for a in QUANTILES}
+    base: dict[float, list[np.ndarray]] = {a: [] for a in QUANTILES}
+    truth = []
+    with _progress() as progress:
+        task = progress.add_task(f"{len(origins)} day-ahead forecasts", total=len(origins))
+        for origin in origins:
+            f, b = forecaster.predict(y, origin), naive.predict(y, origin, spd)
+            for a in QUANTILES:
+                ours[a].append(f[a])
+                base[a].append(b[a])
+            truth.append(y[origin : origin + spd])
+            progress.advance(task)
+    observed = np.concatenate(truth)
+    scale = np.mean(np.abs(y[:split]), axis=0)
+    scale = np.where(scale > 1e-9, scale, 1.0)
+    columns = range(y.shape[1])
+    mine = [
+        score(
+            observed[:, j] / scale[j],
+            {a: np.concatenate(ours[a])[:, j] / scale[j] for a in QUANTILES},
+        )
+        for j in columns
+    ]
+    theirs = [
+        score(
+            observed[:, j] / scale[j],
+            {a: np.concatenate(base[a])[:, j] / scale[j] for a in QUANTILES},
+        )
+        for j in columns
+    ]
+    table = Table(title=f"day-ahead, {len(origins)} days, {y.shape[1]} nodes (mean over nodes)")
+    for col in ("model", "nMAE", "pinball", "CRPS", "80 % coverage"):
+        table.add_column(col, justify="right")
+    for name, s in (("seasonal naive", theirs), ("LightGBM quantile", mine)):
+        table.add_row(
+            name,
+            f"{np.mean([x.nmae for x in s]):.3f}",
+            f"{np.mean([x.pinball for x in s]):.4f}",
+            f"{np.mean([x.crps for x in s]):.4f}",
+            f"{np.mean([x.coverage for x in s]):.3f}",
+        )
+    console.print(table)
+    gain = 1 - np.mean([x.pinball for x in mine]) / np.mean([x.pinball for x in theirs])
+    typer.echo(f"pinball loss {100 * gain:.1f} % lower than seasonal naive")
+    if plot is not None:
+        _plot(plot, profiles, origins, observed, ours, spd)
+        typer.echo(f"plot written to {plot}")
+
+
+def _plot(
+    path: Path,
+    profiles: Profiles,
+    origins: list[int],
+    observed: np.ndarray,
+    ours: dict[float, list[np.ndarray]],
+    spd: int,
+) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    days = min(7, len(origins))
+    t = np.arange(days * spd) / spd
+    fig, ax = plt.subplots(figsize=(11, 4))
+    lo = np.concatenate(ours[QUANTILES[0]][:days])[:, 0]
+    hi = np.concatenate(ours[QUANTILES[-1]][:days])[:, 0]
+    med = np.concatenate(ours[0.5][:days])[:, 0]
+    ax.fill_between(t, lo, hi, alpha=0.3, label="10-90 %")
+    ax.plot(t, med, label="median")
+    ax.plot(t, observed[: days * spd, 0], color="black", lw=0.8, label="observed")
+    ax.set_xlabel("days after the training span")
+    ax.set_ylabel("MW")
+    ax.set_title(f"{profiles.nodes[0]}: day-ahead forecasts")
+    ax.legend()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110, bbox_inches="tight")
+    plt.close(fig)
+
+
+def register(app: typer.Typer) -> None:
+    """Add `dsotp forecast ...`."""
+    forecast = typer.Typer(no_args_is_help=True, help="Train and evaluate load forecasters.")
+    forecast.command("train")(train)
+    forecast.command("evaluate")(evaluate)
+    app.add_typer(forecast, name="forecast")

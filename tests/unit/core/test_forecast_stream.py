@@ -1,0 +1,69 @@
+"""The forecast agent in event time: history, retraining, forecasts, pseudo-measurements."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import numpy as np
+
+from dsotp_streams.contracts.agent import ForecastSpec
+from dsotp_streams.contracts.messages import BusState, EstimateStatus, StateEstimate
+from dsotp_streams.contracts.storage import rows_from_forecast
+from dsotp_streams.core.forecasting.stream import ForecastAgent
+
+START = datetime(2026, 1, 5, tzinfo=UTC)  # a Monday
+
+
+def _load(hour: int, day: int, base: float) -> float:
+    weekend = 0.7 if day % 7 >= 5 else 1.0
+    return base * weekend * (1.0 + 0.5 * np.sin(2 * np.pi * hour / 24))
+
+
+def _estimate(ts: datetime, day: int, hour: int) -> StateEstimate:
+    buses = [
+        BusState(bus=name, vm_pu=1.0, va_deg=0.0, p_mw=_load(hour, day, base), q_mvar=0.3 * base)
+        for name, base in (("Bus 1", 1.0), ("Bus 2", 2.0), ("Bus 3", 0.5))
+    ]
+    return StateEstimate(
+        area="t", window_start=ts, status=EstimateStatus.OK, engine="wls", buses=buses
+    )
+
+
+def test_agent_retrains_from_history_then_forecasts_and_feeds_pseudo_measurements(
+    tmp_path: Path,
+) -> None:
+    spec = ForecastSpec(step_s=3600, horizon_steps=24, refresh_s=6 * 3600, retrain_s=30 * 86400)
+    model_path = tmp_path / "forecast-t.json"
+    agent = ForecastAgent("t", spec, model_path)
+    retrained_at, forecasts, pseudo = None, [], None
+    for day in range(50):
+        for hour in range(24):
+            ts = START + timedelta(days=day, hours=hour)
+            update = agent.observe(_estimate(ts, day, hour))
+            if update.retrained and retrained_at is None:
+                retrained_at = day
+            if update.forecast is not None:
+                forecasts.append(update.forecast)
+            if update.pseudo is not None:
+                pseudo = (day, hour, update.pseudo)
+    assert retrained_at is not None and 42 <= retrained_at <= 44  # 43 days of history needed
+    assert model_path.exists()
+    assert forecasts and all(f.step_s == 3600 and len(f.times) == 24 for f in forecasts)
+    last = forecasts[-1]
+    assert set(last.quantiles) == {"Bus 1", "Bus 2", "Bus 3"}
+    lo, mid, hi = (np.array(last.quantiles["Bus 2"][q]) for q in ("0.1", "0.5", "0.9"))
+    assert np.all(lo <= mid) and np.all(mid <= hi)
+    start = last.times[0]
+    day = (start - START).days
+    truth = np.array([_load((start + timedelta(hours=k)).hour, day, 2.0) for k in range(24)])
+    assert np.mean(np.abs(mid - truth)) < 0.15 * np.mean(truth)
+    assert pseudo is not None
+    _day, _hour, values = pseudo
+    p, q, sigma = values["Bus 3"]
+    assert 0.2 < p < 0.8 and q > 0 and sigma > 0
+    rows = list(rows_from_forecast(last))
+    assert len(rows) == 3 * 3 * 24 and {r.tags["quantile"] for r in rows} == {"0.1", "0.5", "0.9"}
+    # a restarted agent reads the saved model and forecasts with a week of history
+    again = ForecastAgent("t", spec, model_path)
+    assert again.model is not None
