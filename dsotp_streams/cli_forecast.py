@@ -30,7 +30,9 @@ console = Console()
 SourceOpt = Annotated[
     str,
     typer.Option(
-        "--source", help="simbench:<grid code>, or a .csv/.parquet file (time + one column a node)"
+        "--source",
+        help="simbench:<grid code>, store:<duckdb file>:<area>, or a .csv/.parquet file "
+        "(time + one column a node)",
     ),
 ]
 NodesOpt = Annotated[int | None, typer.Option("--nodes", help="use the first N nodes")]

@@ -38,9 +38,13 @@ class Profiles:
 
 
 def load_profiles(source: str, *, nodes: int | None = None, kind: str = "load") -> Profiles:
-    """Profiles from `simbench:<grid code>` or a .csv/.parquet file."""
+    """Profiles from `simbench:<grid code>`, `store:<duckdb file>:<area>` (the estimated bus
+    loads the platform stored, at 15 min) or a .csv/.parquet file."""
     if source.startswith("simbench:"):
         profiles = _simbench(source.split(":", 1)[1], kind)
+    elif source.startswith("store:"):
+        path, _sep, area = source.split(":", 1)[1].rpartition(":")
+        profiles = _store(Path(path), area)
     else:
         profiles = _file(Path(source))
     if nodes is not None:
@@ -68,6 +72,40 @@ def _simbench(code: str, kind: str) -> Profiles:
     per_bus = frame.T.groupby(buses.to_numpy()).sum().T
     names = [str(net.bus.at[b, "name"]) for b in per_bus.columns]
     return Profiles(per_bus.to_numpy(float), names, datetime(2016, 1, 1, tzinfo=UTC), 900.0)
+
+
+def _store(path: Path, area: str, step_s: float = 900.0) -> Profiles:
+    """Estimated bus loads from the embedded store, averaged per 15 minutes."""
+    from dsotp_streams.adapters.store import DuckStore
+
+    if not path.exists():
+        raise DsotpError(f"no store {path}")
+    store = DuckStore(path)
+    try:
+        rows = store.query(
+            "SELECT (ts_ns // ?) AS slot, bus, avg(p_mw) AS p FROM state WHERE area = ? "
+            "GROUP BY slot, bus ORDER BY slot, bus",
+            [int(step_s * 1e9), area],
+        )
+    finally:
+        store.close()
+    if not rows:
+        raise DsotpError(f"the store holds no estimates of area {area!r}")
+    buses = sorted({r["bus"] for r in rows})
+    slots = sorted({int(r["slot"]) for r in rows})
+    first = slots[0]
+    values = np.full((slots[-1] - first + 1, len(buses)), np.nan)
+    column = {b: j for j, b in enumerate(buses)}
+    for r in rows:
+        values[int(r["slot"]) - first, column[r["bus"]]] = float(r["p"])
+    for j in range(values.shape[1]):  # gaps (process down) carry the last value forward
+        col = values[:, j]
+        for k in range(1, len(col)):
+            if np.isnan(col[k]):
+                col[k] = col[k - 1]
+        col[np.isnan(col)] = 0.0
+    start = datetime.fromtimestamp(first * step_s, tz=UTC)
+    return Profiles(values, buses, start, step_s)
 
 
 def _file(path: Path) -> Profiles:

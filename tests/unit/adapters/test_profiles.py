@@ -1,0 +1,51 @@
+"""Profile sources: the store's estimated loads, files."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from dsotp_streams.adapters.profiles import load_profiles
+from dsotp_streams.adapters.store import DuckStore
+from dsotp_streams.contracts.messages import BusState, EstimateStatus, StateEstimate
+from dsotp_streams.contracts.storage import rows_from_estimate
+from dsotp_streams.errors import DsotpError
+
+
+def test_store_source_averages_estimated_loads_per_quarter_hour(tmp_path: Path) -> None:
+    path = tmp_path / "s.duckdb"
+    store = DuckStore(path)
+    start = datetime(2026, 2, 1, tzinfo=UTC)
+    rows = []
+    for k in range(3 * 90):  # 3 quarter hours of estimates every 10 s
+        ts = start + timedelta(seconds=10 * k)
+        quarter = k // 90
+        buses = [
+            BusState(bus=b, vm_pu=1, va_deg=0, p_mw=(1 + quarter) * f, q_mvar=0)
+            for b, f in (("Bus 1", 1.0), ("Bus 2", 2.0))
+        ]
+        rows += rows_from_estimate(
+            StateEstimate(
+                area="a", window_start=ts, status=EstimateStatus.OK, engine="wls", buses=buses
+            )
+        )
+    store.append(rows)
+    store.close()
+    profiles = load_profiles(f"store:{path}:a")
+    assert profiles.nodes == ["Bus 1", "Bus 2"] and profiles.step_s == 900
+    np.testing.assert_allclose(profiles.values, [[1, 2], [2, 4], [3, 6]])
+    assert profiles.start == start
+    with pytest.raises(DsotpError, match="no estimates"):
+        load_profiles(f"store:{path}:other")
+
+
+def test_file_source_errors_name_the_problem(tmp_path: Path) -> None:
+    bad = tmp_path / "p.csv"
+    bad.write_text("when,a\n2026-01-01,1\n")
+    with pytest.raises(DsotpError, match="no 'time' column"):
+        load_profiles(str(bad))
+    with pytest.raises(DsotpError, match="no profile file"):
+        load_profiles(str(tmp_path / "missing.csv"))
