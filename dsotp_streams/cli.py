@@ -1,4 +1,4 @@
-"""The `dsotp` command: demo, run, emulate; estimate and convert offline."""
+"""The `dsotp` command: demo, run, emulate; estimate, convert, record, replay, forecast."""
 
 from __future__ import annotations
 
@@ -23,6 +23,7 @@ from rich.table import Table
 
 from dsotp_streams.adapters.grids import load_grid
 from dsotp_streams.adapters.mqtt import EmbeddedBroker, MqttEndpoint, endpoint_from_settings
+from dsotp_streams.adapters.recording import RecordingWriter
 from dsotp_streams.cli_forecast import register as register_forecast
 from dsotp_streams.cli_offline import register as register_offline
 from dsotp_streams.contracts.agent import AgentSpec, load_agent_spec
@@ -162,6 +163,7 @@ async def run_demo(
     duration_s: float | None,
     live: bool = True,
     faults: list[tuple[str, float]] | None = None,
+    recorder: RecordingWriter | None = None,
 ) -> DemoSummary:
     """Broker (embedded unless a URL is set), emulator and pipeline until duration or Ctrl-C."""
     stop_emulator = asyncio.Event()
@@ -180,6 +182,7 @@ async def run_demo(
         )
         outputs = await stack.enter_async_context(Outputs(settings, live=True))
         pipeline = _pipeline(spec, grid, settings, endpoint, outputs)
+        pipeline.recorder = recorder
         gc.freeze()  # the grid model's objects live as long as the process: keep them out of GC
         emulator = Emulator(spec=spec, grid=grid, settings=settings, endpoint=endpoint)
         for line, at_s in faults or []:
@@ -296,6 +299,9 @@ def demo(
     no_live: NoLiveOpt = False,
     store: StoreOpt = None,
     fault: FaultOpt = None,
+    record: Annotated[
+        Path | None, typer.Option("--record", help="record every frame to this file")
+    ] = None,
 ) -> None:
     """Embedded broker + emulated PMU fleet + alignment + estimation + store + live page."""
     settings, spec = _setup(
@@ -303,9 +309,17 @@ def demo(
     )
     spec = _with_rate(spec, rate)
     faults = [_parse_fault(text) for text in fault or []]
-    summary = asyncio.run(
-        run_demo(settings=settings, spec=spec, duration_s=duration, faults=faults)
-    )
+    recorder = RecordingWriter(record) if record is not None else None
+    try:
+        summary = asyncio.run(
+            run_demo(
+                settings=settings, spec=spec, duration_s=duration, faults=faults, recorder=recorder
+            )
+        )
+    finally:
+        if recorder is not None:
+            recorder.close()
+            console.print(f"{recorder.count} frames recorded to {record}")
     _report(summary)
 
 
@@ -348,11 +362,17 @@ def run(
     live_port: LivePortOpt = None,
     no_live: NoLiveOpt = False,
     store: StoreOpt = None,
+    event_time: Annotated[
+        bool, typer.Option("--event-time", help="align by the frames' time (for replays)")
+    ] = False,
 ) -> None:
     """Bridge an external broker's PMU frames into alignment, estimation, store and live page."""
     settings, spec = _setup(
         agent, mqtt_url, None, live_port=live_port, no_live=no_live, store=store
     )
+    if event_time:
+        runtime = settings.runtime.model_copy(update={"event_time": True})
+        settings = settings.model_copy(update={"runtime": runtime})
 
     async def serve() -> tuple[AreaPipeline, dict[str, dict[str, Any]]]:
         async with Outputs(settings, live=True) as outputs:

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import gc
 import logging
+import signal
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -15,12 +18,16 @@ from rich.logging import RichHandler
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
 from dsotp_streams.adapters.grids import load_grid
+from dsotp_streams.adapters.mqtt import Topics, endpoint_from_settings
+from dsotp_streams.adapters.recording import RecordingWriter
 from dsotp_streams.adapters.villas import VillasRejected, read_columns, villas_to_frames
 from dsotp_streams.contracts.agent import AgentSpec, load_agent_spec
 from dsotp_streams.contracts.frames import PmuFrame, parse_frame
 from dsotp_streams.contracts.messages import DeadLetter
 from dsotp_streams.errors import FrameError
 from dsotp_streams.runtime.offline import OfflineEstimator
+from dsotp_streams.runtime.replay import publish_frames
+from dsotp_streams.runtime.replay import record as record_bus
 from dsotp_streams.settings import Settings
 
 __all__ = ["register"]
@@ -146,6 +153,75 @@ def convert_villas(
     typer.echo(f"{frames} SOGNO frames to {output}; rejected samples {rejects.count}")
 
 
+def record(
+    output: OutputOpt,
+    topic: Annotated[str, typer.Option("--topic", help="MQTT topic filter")] = "dsotp/+/pmu/+",
+    mqtt_url: Annotated[str | None, typer.Option("--mqtt-url")] = None,
+    duration: Annotated[float | None, typer.Option("--duration", help="seconds")] = None,
+) -> None:
+    """Record the databus (frames by default) to JSON Lines or Parquet, with receive times."""
+    settings = _settings(mqtt_url)
+    writer = RecordingWriter(output)
+
+    async def run() -> int:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            with contextlib.suppress(NotImplementedError, RuntimeError):
+                loop.add_signal_handler(sig, stop.set)
+        if duration is not None:
+            loop.call_later(duration, stop.set)
+        return await record_bus(
+            endpoint=endpoint_from_settings(settings.mqtt),
+            topic_filter=topic,
+            writer=writer,
+            stop=stop,
+        )
+
+    try:
+        count = asyncio.run(run())
+    finally:
+        writer.close()
+    typer.echo(f"{count} messages recorded to {output}")
+
+
+def replay_cmd(
+    source: Annotated[Path, typer.Argument(exists=True, dir_okay=False)],
+    agent: Annotated[Path | None, typer.Option("--agent", help="agent spec (area)")] = None,
+    columns: Annotated[
+        Path | None, typer.Option("--columns", help="columns file of VILLASnode JSON")
+    ] = None,
+    speed: Annotated[float, typer.Option("--speed", min=0.001, help="x recorded speed")] = 1.0,
+    fastest: Annotated[bool, typer.Option("--max", help="as fast as possible")] = False,
+    mqtt_url: Annotated[str | None, typer.Option("--mqtt-url")] = None,
+) -> None:
+    """Publish a recording (or SOGNO/VILLAS/CSV frames) to the databus, keeping order and timing."""
+    settings = _settings(mqtt_url)
+    spec, _base = _spec(settings, agent)
+    topics = Topics(settings.mqtt.topic_prefix, spec.area)
+    stats = asyncio.run(
+        publish_frames(
+            source,
+            endpoint=endpoint_from_settings(settings.mqtt),
+            topics=topics,
+            speed=None if fastest else speed,
+            columns=columns,
+            qos=settings.mqtt.qos,
+        )
+    )
+    typer.echo(
+        f"{stats.frames} frames replayed to {topics.base}/pmu/+ in {stats.seconds:.1f} s "
+        f"({stats.rejected} skipped)"
+    )
+
+
+def _settings(mqtt_url: str | None) -> Settings:
+    base = Settings()
+    if mqtt_url is None:
+        return base
+    return base.model_copy(update={"mqtt": base.mqtt.model_copy(update={"url": mqtt_url})})
+
+
 def _spec(settings: Settings, agent: Path | None) -> tuple[AgentSpec, Path]:
     logging.basicConfig(
         level=settings.log_level.upper(),
@@ -159,6 +235,8 @@ def _spec(settings: Settings, agent: Path | None) -> tuple[AgentSpec, Path]:
 def register(app: typer.Typer) -> None:
     """Add the offline commands to the `dsotp` app."""
     app.command("estimate")(estimate)
+    app.command("record")(record)
+    app.command("replay")(replay_cmd)
     convert = typer.Typer(no_args_is_help=True, help="Convert recordings into SOGNO frames.")
     convert.command("villas")(convert_villas)
     app.add_typer(convert, name="convert")

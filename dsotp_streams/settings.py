@@ -52,6 +52,10 @@ class RuntimeSettings(BaseModel):
     window_queue_size: int = Field(default=64, ge=1)
     status_interval_s: float = Field(default=1.0, gt=0)
     truth_history: int = Field(default=2048, ge=1)
+    event_time: bool = Field(
+        default=False,
+        description="close windows by the frames' own time (replays) instead of the wall clock",
+    )
 
 
 class InfluxSettings(BaseModel):

@@ -16,6 +16,7 @@ import aiomqtt
 
 from dsotp_streams.adapters.mqtt import MqttEndpoint, Topics, connect
 from dsotp_streams.adapters.profiles import load_profiles
+from dsotp_streams.adapters.recording import RecordingWriter
 from dsotp_streams.contracts.agent import AgentSpec
 from dsotp_streams.contracts.frames import parse_frame
 from dsotp_streams.contracts.messages import (
@@ -79,6 +80,7 @@ class PipelineStats:
     max_true_dvm_pu: float = 0.0
     flisr_events: int = 0
     forecasts: int = 0
+    processing_errors: int = 0
     flisr_lag_ms: float = 0.0  # from the faulted window's start to the published plan
 
 
@@ -104,7 +106,11 @@ class AreaPipeline:
         client_id: str | None = None,
         sinks: Sequence[RowSink] = (),
         listeners: Sequence[Callable[[StateEstimate], None]] = (),
+        recorder: RecordingWriter | None = None,
     ) -> None:
+        self.recorder = recorder
+        self.event_time = settings.runtime.event_time
+        self._event_now: datetime | None = None
         self.spec = spec
         self.sinks = list(sinks)
         self.frame_sinks = [s for s in self.sinks if s.store_frames]
@@ -202,6 +208,8 @@ class AreaPipeline:
     async def handle(self, topic: str, payload: object) -> None:
         """One message: truth is kept, frames validated and aligned, the rest dead-lettered."""
         raw = payload if isinstance(payload, bytes | bytearray) else str(payload).encode()
+        if self.recorder is not None and topic != self.topics.truth:
+            self.recorder.write(topic, bytes(raw), _utcnow())
         if topic == self.topics.truth:
             try:
                 truth = TrueState.model_validate_json(raw)
@@ -223,7 +231,10 @@ class AreaPipeline:
             self.stats.invalid += 1
             await self._dead_letter(topic, raw, f"invalid frame: {exc}")
             return
-        outcome = self.aligner.add(frame, now=_utcnow())
+        if self.event_time:
+            stamp = frame.timestamp
+            self._event_now = stamp if self._event_now is None else max(self._event_now, stamp)
+        outcome = self.aligner.add(frame, now=self._now())
         if outcome is AlignOutcome.ACCEPTED:
             self.stats.frames_valid += 1
             if self.frame_sinks:
@@ -243,8 +254,14 @@ class AreaPipeline:
         }
         await self._dead_letter(topic, raw, reasons[outcome], device=frame.device)
 
+    def _now(self) -> datetime:
+        """The alignment clock: wall time, or in event-time mode the newest frame's time."""
+        if self.event_time:
+            return self._event_now or _utcnow()
+        return _utcnow()
+
     async def _close_windows(self) -> None:
-        await self._enqueue(self.aligner.poll(now=_utcnow()))
+        await self._enqueue(self.aligner.poll(now=self._now()))
 
     async def _enqueue(self, windows: list[Window]) -> None:
         """Queue closed windows for estimation; when full, the oldest is published as skipped."""
@@ -269,7 +286,7 @@ class AreaPipeline:
 
     async def _tick_loop(self) -> None:
         period = 1.0 / self.spec.window.rate_hz
-        while True:
+        while not self.event_time:  # event time advances with the frames, not the clock
             await asyncio.sleep(period / 2)
             await self._close_windows()
 
@@ -277,34 +294,39 @@ class AreaPipeline:
         while True:
             window = await self._windows.get()
             try:
-                truth = self._truth.get(
-                    slot_of(window.window_start, period_ns=self.aligner.period_ns)
-                )
-                observation = self.detector.observe(window) if self.detector else None
-                v_prefault = self.estimator.last_state
-                estimate = await asyncio.to_thread(self.estimator.estimate, window, truth=truth)
-                await self._publish_estimate(estimate)
-                if self.detector is not None:
-                    self.detector.estimate_status(estimate.status is EstimateStatus.OK)
-                if estimate.status is EstimateStatus.OK and observation is None:
-                    self._last_loads = {b.bus: b.p_mw for b in estimate.buses}
-                if self.forecaster is not None:
-                    update = await asyncio.to_thread(self.forecaster.observe, estimate)
-                    if update.pseudo is not None:
-                        self.estimator.mapping.set_pseudo_injections(update.pseudo)
-                    if update.forecast is not None:
-                        await self._publish_forecast(update.forecast)
-                if observation is not None and self.planner is not None:
-                    event = await asyncio.to_thread(
-                        self.planner.plan,
-                        observation,
-                        area=self.spec.area,
-                        load_mw=self._last_loads,
-                        v_prefault=v_prefault,
-                    )
-                    await self._publish_flisr(event)
+                await self._process(window)
+            except Exception:  # one window (or a FLISR or forecast step) never stops the agent
+                self.stats.processing_errors += 1
+                log.exception("processing the window of %s failed", window.window_start)
             finally:
                 self._windows.task_done()
+
+    async def _process(self, window: Window) -> None:
+        """Estimate one window; then forecasting and FLISR on its result."""
+        truth = self._truth.get(slot_of(window.window_start, period_ns=self.aligner.period_ns))
+        observation = self.detector.observe(window) if self.detector else None
+        v_prefault = self.estimator.last_state
+        estimate = await asyncio.to_thread(self.estimator.estimate, window, truth=truth)
+        await self._publish_estimate(estimate)
+        if self.detector is not None:
+            self.detector.estimate_status(estimate.status is EstimateStatus.OK)
+        if estimate.status is EstimateStatus.OK and observation is None:
+            self._last_loads = {b.bus: b.p_mw for b in estimate.buses}
+        if self.forecaster is not None:
+            update = await asyncio.to_thread(self.forecaster.observe, estimate)
+            if update.pseudo is not None:
+                self.estimator.mapping.set_pseudo_injections(update.pseudo)
+            if update.forecast is not None:
+                await self._publish_forecast(update.forecast)
+        if observation is not None and self.planner is not None:
+            event = await asyncio.to_thread(
+                self.planner.plan,
+                observation,
+                area=self.spec.area,
+                load_mw=self._last_loads,
+                v_prefault=v_prefault,
+            )
+            await self._publish_flisr(event)
 
     async def _publish_estimate(self, estimate: StateEstimate) -> None:
         lag_ms = (_utcnow() - estimate.window_start) / timedelta(milliseconds=1)

@@ -87,7 +87,7 @@ class Estimator:
             return self._failed(base, EstimateStatus.DIVERGED, exc, started)
         except DsotpError as exc:
             return self._failed(base, EstimateStatus.FAILED, exc, started)
-        except (ValueError, ArithmeticError, np.linalg.LinAlgError) as exc:
+        except Exception as exc:
             log.exception("estimation of %s failed", window.window_start)
             return self._failed(base, EstimateStatus.FAILED, exc, started)
         status = EstimateStatus.OK if result.passes_chi2 else EstimateStatus.BAD_DATA

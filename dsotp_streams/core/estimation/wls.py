@@ -86,16 +86,12 @@ class _Model:
         n, kind = grid.n_bus, ms.kind
         self.size = ms.size
         # an island's angles are absolute when a PMU angle lies in it; else its slack is fixed
-        angle_rows = np.isin(kind, ANGLE_KINDS)
-        angle_buses = np.where(
-            kind[angle_rows] == Kind.VA,
-            ms.element[angle_rows],
-            np.where(
-                ms.side[angle_rows] == Side.FROM,
-                grid.f_bus[ms.element[angle_rows]],
-                grid.t_bus[ms.element[angle_rows]],
-            ),
-        )
+        angle_rows = np.flatnonzero(np.isin(kind, ANGLE_KINDS))
+        angle_buses = ms.element[angle_rows].copy()  # a VA row's element is its bus
+        current = kind[angle_rows] == Kind.I_ANG
+        branch = ms.element[angle_rows][current]
+        from_end = ms.side[angle_rows][current] == Side.FROM
+        angle_buses[current] = np.where(from_end, grid.f_bus[branch], grid.t_bus[branch])
         referenced = set(grid.island[angle_buses].tolist())
         fixed = [int(b) for k, b in enumerate(grid.slacks) if k not in referenced]
         self.angle_states = np.setdiff1d(np.arange(n), fixed)
