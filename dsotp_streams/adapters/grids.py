@@ -20,7 +20,7 @@ def resolve_path(name: str, *, base_dir: Path | None, data_dir: Path | None) -> 
     if "{data_dir}" in name:
         if data_dir is None:
             raise ModelError(f"{name!r} names {{data_dir}} but no data directory is set")
-        name = name.replace("{data_dir}", str(data_dir))
+        name = name.replace("{data_dir}", str(data_dir.resolve()))
     path = Path(name)
     if not path.is_absolute() and base_dir is not None:
         path = base_dir / path

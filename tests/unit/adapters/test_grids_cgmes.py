@@ -83,6 +83,9 @@ def test_cgmes_missing_folder_and_broken_xml(tmp_path: Path) -> None:
 
 def test_resolve_path_expands_data_dir(tmp_path: Path) -> None:
     assert resolve_path("{data_dir}/x", base_dir=None, data_dir=tmp_path) == tmp_path / "x"
+    # a relative data directory is the caller's, not the agent file's
+    relative = resolve_path("{data_dir}/x", base_dir=tmp_path / "agents", data_dir=Path("d"))
+    assert relative == Path("d").resolve() / "x"
     assert resolve_path("m.json", base_dir=tmp_path, data_dir=None) == tmp_path / "m.json"
     with pytest.raises(ModelError, match="data_dir"):
         resolve_path("{data_dir}/x", base_dir=None, data_dir=None)
