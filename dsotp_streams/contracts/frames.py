@@ -74,7 +74,10 @@ def to_utc(value: Any) -> datetime:
             seconds = number / 1e3
         else:
             seconds = number
-        ts = datetime.fromtimestamp(seconds, tz=UTC)
+        try:
+            ts = datetime.fromtimestamp(seconds, tz=UTC)
+        except (OverflowError, OSError, ValueError) as exc:
+            raise ValueError(f"epoch timestamp {value!r} is out of range") from exc
     elif isinstance(value, str):
         text = value.strip()
         try:

@@ -40,6 +40,7 @@ from dsotp_streams.core.estimation import Estimator
 from dsotp_streams.core.flisr import FaultDetector, FlisrPlanner
 from dsotp_streams.core.forecasting.stream import ForecastAgent
 from dsotp_streams.core.grid import GridModel
+from dsotp_streams.core.validation import FrameCheck
 from dsotp_streams.emulator import PmuFleet
 from dsotp_streams.errors import FrameError, TransportError
 from dsotp_streams.runtime.sinks import RowSink
@@ -80,6 +81,7 @@ class PipelineStats:
     max_true_dvm_pu: float = 0.0
     flisr_events: int = 0
     forecasts: int = 0
+    implausible: int = 0
     processing_errors: int = 0
     flisr_lag_ms: float = 0.0  # from the faulted window's start to the published plan
 
@@ -120,6 +122,7 @@ class AreaPipeline:
         self.topics = Topics(settings.mqtt.topic_prefix, spec.area)
         self.client_id = client_id or f"{settings.mqtt.client_id_prefix}-{spec.area}-pipeline"
         self.estimator = Estimator(spec, grid)
+        self.frame_check = FrameCheck(spec, grid)
         self.detector = FaultDetector(spec, grid) if spec.flisr.enabled else None
         self.planner = FlisrPlanner(grid, spec.flisr) if spec.flisr.enabled else None
         self.flisr_listeners: list[Callable[[FlisrEvent], None]] = []
@@ -203,7 +206,17 @@ class AreaPipeline:
 
     async def _read_loop(self, client: aiomqtt.Client) -> None:
         async for message in client.messages:
-            await self.handle(str(message.topic), message.payload)
+            topic = str(message.topic)
+            try:
+                await self.handle(topic, message.payload)
+            except (aiomqtt.MqttError, TransportError):
+                raise  # the connection, not the message: reconnect
+            except Exception as exc:  # one message never stops the agent
+                self.stats.processing_errors += 1
+                log.exception("message on %s could not be handled", topic)
+                payload = message.payload
+                raw = payload if isinstance(payload, bytes | bytearray) else str(payload).encode()
+                await self._dead_letter(topic, bytes(raw), f"internal error: {exc!r}")
 
     async def handle(self, topic: str, payload: object) -> None:
         """One message: truth is kept, frames validated and aligned, the rest dead-lettered."""
@@ -230,6 +243,13 @@ class AreaPipeline:
         except FrameError as exc:
             self.stats.invalid += 1
             await self._dead_letter(topic, raw, f"invalid frame: {exc}")
+            return
+        problem = self.frame_check.problem(frame)
+        if problem is not None:
+            self.stats.implausible += 1
+            await self._dead_letter(
+                topic, raw, f"implausible frame: {problem}", device=frame.device
+            )
             return
         if self.event_time:
             stamp = frame.timestamp

@@ -136,3 +136,13 @@ def test_frames_malformed_fail_naming_the_field(payload: str, field: str) -> Non
     with pytest.raises(FrameError) as info:
         parse_frame(payload)
     assert field in str(info.value).lower()
+
+
+def test_frames_epoch_out_of_range_is_a_frame_error() -> None:
+    # found by the property test: a huge epoch number escaped as OverflowError
+    payload = (
+        b'{"device": "d", "timestamp": 1e300, "readings": [{"component": "B", '
+        b'"measurand": "voltmagnitude", "data": 1}]}'
+    )
+    with pytest.raises(FrameError, match="out of range"):
+        parse_frame(payload)
