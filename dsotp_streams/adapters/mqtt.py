@@ -191,7 +191,7 @@ async def connect(
     clean_session: bool = True,
     keepalive_s: int = 30,
     max_queued_outgoing: int | None = 10_000,
-    timeout_s: float = 10.0,
+    timeout_s: float = 3.0,
 ) -> AsyncIterator[aiomqtt.Client]:
     """An aiomqtt client, MQTT 3.1.1; connection failures become TransportError."""
     client = aiomqtt.Client(

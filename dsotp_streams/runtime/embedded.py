@@ -7,7 +7,7 @@ import contextlib
 import json
 import logging
 import time
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime, timedelta
@@ -93,6 +93,7 @@ class EmulatorStats:
     instants: int = 0
     frames: int = 0
     instants_behind: int = 0
+    reconnects: int = 0
 
 
 class AreaPipeline:
@@ -205,18 +206,29 @@ class AreaPipeline:
                     await self._drain()
 
     async def _read_loop(self, client: aiomqtt.Client) -> None:
-        async for message in client.messages:
-            topic = str(message.topic)
-            try:
-                await self.handle(topic, message.payload)
-            except (aiomqtt.MqttError, TransportError):
-                raise  # the connection, not the message: reconnect
-            except Exception as exc:  # one message never stops the agent
-                self.stats.processing_errors += 1
-                log.exception("message on %s could not be handled", topic)
-                payload = message.payload
-                raw = payload if isinstance(payload, bytes | bytearray) else str(payload).encode()
-                await self._dead_letter(topic, bytes(raw), f"internal error: {exc!r}")
+        try:
+            async for message in client.messages:
+                await self._handle_message(message)
+        except (aiomqtt.MqttError, asyncio.CancelledError):
+            # QoS 1 messages are acknowledged on receipt: the ones still queued in the client
+            # when the connection drops (or at stop) are ours alone now, so handle them first
+            queue = client._queue
+            while not queue.empty():
+                await self._handle_message(queue.get_nowait())
+            raise
+
+    async def _handle_message(self, message: aiomqtt.Message) -> None:
+        topic = str(message.topic)
+        try:
+            await self.handle(topic, message.payload)
+        except (aiomqtt.MqttError, TransportError):
+            raise  # the connection, not the message: reconnect
+        except Exception as exc:  # one message never stops the agent
+            self.stats.processing_errors += 1
+            log.exception("message on %s could not be handled", topic)
+            payload = message.payload
+            raw = payload if isinstance(payload, bytes | bytearray) else str(payload).encode()
+            await self._dead_letter(topic, bytes(raw), f"internal error: {exc!r}")
 
     async def handle(self, topic: str, payload: object) -> None:
         """One message: truth is kept, frames validated and aligned, the rest dead-lettered."""
@@ -461,42 +473,87 @@ class Emulator:
         self.fleet = PmuFleet(spec, grid, profiles)
         self.topics = Topics(settings.mqtt.topic_prefix, spec.area)
         self.stats = EmulatorStats()
+        self._outbox: deque[tuple[str, str, bool]] = deque()
+        self._ready = asyncio.Event()
 
     async def run(self, stop: asyncio.Event) -> None:
-        """Publish one instant per period until stop is set."""
-        period = 1.0 / self.spec.window.rate_hz
-        qos = self.settings.mqtt.qos
-        async with connect(
-            self.endpoint,
-            client_id=f"{self.settings.mqtt.client_id_prefix}-{self.spec.area}-emulator",
-        ) as client:
-            next_slot = (int(time.time() / period) + 1) * period
-            while not stop.is_set():
-                delay = next_slot - time.time()
-                if delay > 0:
-                    try:
-                        await asyncio.wait_for(stop.wait(), timeout=delay)
-                        break
-                    except TimeoutError:
-                        pass
-                ts = datetime.fromtimestamp(round(next_slot, 6), tz=UTC)
-                instant = await asyncio.to_thread(self.fleet.step, ts)
-                await client.publish(
-                    self.topics.truth, instant.truth.model_dump_json(), qos=0, retain=True
-                )
-                # QoS 1 publishes wait for their PUBACK: send the instant's frames together
-                await asyncio.gather(
-                    *(
-                        client.publish(
-                            self.topics.pmu(frame.device), frame.model_dump_json(), qos=qos
-                        )
-                        for frame in instant.frames
+        """Produce one instant per period until stop is set; frames go through an outbox that
+        keeps them while the broker is unreachable (store and forward, as a PDC does) and
+        sends them after reconnecting, oldest first."""
+        producer = asyncio.create_task(self._produce(stop), name="emulate")
+        backoff = 0.2
+        try:
+            while not (stop.is_set() and not self._outbox):
+                try:
+                    await self._send(stop, producer)
+                    backoff = 0.2
+                except TransportError as exc:
+                    self.stats.reconnects += 1
+                    log.warning(
+                        "emulator: broker unreachable (%s); %d frames kept", exc, len(self._outbox)
                     )
-                )
-                self.stats.instants += 1
-                self.stats.frames += len(instant.frames)
-                next_slot += period
-                behind = int((time.time() - next_slot) / period)
-                if behind > 0:
-                    self.stats.instants_behind += behind
-                    next_slot += behind * period
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(stop.wait(), timeout=backoff)
+                    backoff = min(backoff * 2, self.settings.mqtt.reconnect_backoff_max_s)
+                    if stop.is_set() and producer.done():
+                        break  # stopping while the broker is down: what is left stays unsent
+                if producer.done() and not self._outbox:
+                    break
+        finally:
+            producer.cancel()
+            await asyncio.gather(producer, return_exceptions=True)
+
+    async def _produce(self, stop: asyncio.Event) -> None:
+        period = 1.0 / self.spec.window.rate_hz
+        next_slot = (int(time.time() / period) + 1) * period
+        while not stop.is_set():
+            delay = next_slot - time.time()
+            if delay > 0:
+                try:
+                    await asyncio.wait_for(stop.wait(), timeout=delay)
+                    break
+                except TimeoutError:
+                    pass
+            ts = datetime.fromtimestamp(round(next_slot, 6), tz=UTC)
+            instant = await asyncio.to_thread(self.fleet.step, ts)
+            self._outbox.append((self.topics.truth, instant.truth.model_dump_json(), True))
+            for frame in instant.frames:
+                self._outbox.append((self.topics.pmu(frame.device), frame.model_dump_json(), False))
+            self._ready.set()
+            self.stats.instants += 1
+            next_slot += period
+            behind = int((time.time() - next_slot) / period)
+            if behind > 0:
+                self.stats.instants_behind += behind
+                next_slot += behind * period
+
+    async def _send(self, stop: asyncio.Event, producer: asyncio.Task[None]) -> None:
+        qos = self.settings.mqtt.qos
+        try:
+            async with connect(
+                self.endpoint,
+                client_id=f"{self.settings.mqtt.client_id_prefix}-{self.spec.area}-emulator",
+            ) as client:
+                while True:
+                    if not self._outbox:
+                        if producer.done():
+                            return
+                        self._ready.clear()
+                        waiter = asyncio.create_task(self._ready.wait())
+                        await asyncio.wait({waiter, producer}, return_when=asyncio.FIRST_COMPLETED)
+                        waiter.cancel()
+                        continue
+                    batch = [self._outbox[k] for k in range(min(len(self._outbox), 64))]
+                    # QoS 1 publishes wait for their PUBACK: send a batch together
+                    await asyncio.gather(
+                        *(
+                            client.publish(topic, payload, qos=0 if retain else qos, retain=retain)
+                            for topic, payload, retain in batch
+                        )
+                    )
+                    for _ in batch:
+                        _topic, _payload, retain = self._outbox.popleft()
+                        if not retain:
+                            self.stats.frames += 1
+        except aiomqtt.MqttError as exc:
+            raise TransportError(str(exc)) from exc
