@@ -149,7 +149,7 @@ def test_bad_input_corpus_is_dead_lettered_and_the_stream_goes_on(
             await asyncio.sleep(2.0)
             async with connect(endpoint, client_id=f"corpus-{time.time_ns()}") as sender:
                 for name, payload in items.items():
-                    await sender.publish(topics.pmu("pmu-n1"), payload, qos=1)
+                    await sender.publish(topics.pmu("corpus"), payload, qos=1)
                     await asyncio.sleep(0.02)
                     assert not task.done(), f"the pipeline stopped after {name!r}"
             await asyncio.sleep(2.0)
@@ -159,17 +159,19 @@ def test_bad_input_corpus_is_dead_lettered_and_the_stream_goes_on(
             stop_pipeline.set()
             await task
             for _ in range(50):
-                if len(dead) >= len(items):
+                if sum(d.topic == topics.pmu("corpus") for d in dead) >= len(items):
                     break
                 await asyncio.sleep(0.1)
             collector.cancel()
         return pipeline.stats, emulator.stats
 
     stats, emulated = asyncio.run(go())
-    # every bad message accounted for: one dead letter each, with a reason
-    assert len(dead) == len(items), (len(dead), len(items))
-    assert all(letter.reason for letter in dead)
-    reasons = " | ".join(letter.reason for letter in dead)
+    # every bad message accounted for: one dead letter each, with a reason (the emulated stream
+    # may add its own, e.g. frames late under load: those come on the devices' topics)
+    ours = [letter for letter in dead if letter.topic == Topics("dsotp", spec.area).pmu("corpus")]
+    assert len(ours) == len(items), (len(ours), len(items))
+    assert all(letter.reason for letter in ours)
+    reasons = " | ".join(letter.reason for letter in ours)
     for expected in (
         "invalid frame",
         "unknown device",
