@@ -173,8 +173,14 @@ async def run_demo(
         if settings.mqtt.url:
             endpoint = endpoint_from_settings(settings.mqtt)
         else:
+            mqtt = settings.mqtt
             broker = await stack.enter_async_context(
-                EmbeddedBroker(host=settings.mqtt.host, port=settings.mqtt.port)
+                EmbeddedBroker(
+                    host=mqtt.host,
+                    port=mqtt.port,
+                    username=mqtt.username,
+                    password=mqtt.password.get_secret_value() if mqtt.password else None,
+                )
             )
             endpoint = broker.endpoint
         grid = await asyncio.to_thread(

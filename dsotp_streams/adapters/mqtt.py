@@ -5,9 +5,12 @@ from __future__ import annotations
 import asyncio
 import logging
 import socket
+import tempfile
+import warnings
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
@@ -136,31 +139,65 @@ class Topics:
         return f"{self.base}/truth"
 
 
-def _broker_config(host: str, port: int, *, allow_anonymous: bool) -> dict[str, Any]:
-    return {
-        "listeners": {"default": {"type": "tcp", "bind": f"{host}:{port}"}},
-        "plugins": {
-            "amqtt.plugins.authentication.AnonymousAuthPlugin": {
-                "allow_anonymous": allow_anonymous
+def _broker_config(host: str, port: int, *, password_file: Path | None) -> dict[str, Any]:
+    listeners = {"default": {"type": "tcp", "bind": f"{host}:{port}"}}
+    if password_file is None:
+        return {
+            "listeners": listeners,
+            "plugins": {
+                "amqtt.plugins.authentication.AnonymousAuthPlugin": {"allow_anonymous": True},
             },
+        }
+    # amqtt reads a password file only in its section-style configuration
+    return {
+        "listeners": listeners,
+        "auth": {
+            "allow-anonymous": False,
+            "password-file": str(password_file),
+            "plugins": ["auth_file"],
         },
+        "topic-check": {"enabled": False},
     }
 
 
 class EmbeddedBroker:
     """An in-process MQTT 3.1.1 broker (amqtt) bound to loopback only."""
 
-    def __init__(self, *, host: str = "127.0.0.1", port: int = 1883) -> None:
+    def __init__(
+        self,
+        *,
+        host: str = "127.0.0.1",
+        port: int = 1883,
+        username: str | None = None,
+        password: str | None = None,
+    ) -> None:
+        """With a username, the broker accepts only that user (anonymous access is refused)."""
         self.host = host
         self.port = port
+        self.username = username
+        self.password = password
         self._broker: Any = None
+        self._folder: tempfile.TemporaryDirectory[str] | None = None
 
     async def __aenter__(self) -> EmbeddedBroker:
         from amqtt.broker import Broker
 
         logging.getLogger("amqtt").setLevel(logging.WARNING)
         logging.getLogger("transitions").setLevel(logging.WARNING)
-        self._broker = Broker(_broker_config(self.host, self.port, allow_anonymous=True))
+        password_file = None
+        if self.username:
+            from pwdlib.hashers.argon2 import Argon2Hasher
+
+            self._folder = tempfile.TemporaryDirectory(prefix="dsotp-broker-")
+            password_file = Path(self._folder.name) / "passwd"
+            digest = Argon2Hasher().hash(self.password or "")
+            password_file.write_text(f"{self.username}:{digest}\n", encoding="utf-8")
+            password_file.chmod(0o600)
+        with warnings.catch_warnings():
+            # amqtt deprecates its section-style configuration, the one place a password
+            # file can be given
+            warnings.simplefilter("ignore", DeprecationWarning)
+            self._broker = Broker(_broker_config(self.host, self.port, password_file=password_file))
         try:
             await self._broker.start()
         except Exception as exc:
@@ -176,11 +213,13 @@ class EmbeddedBroker:
                 await asyncio.wait_for(self._broker.shutdown(), timeout=5.0)
             except (TimeoutError, Exception) as exc:  # shutting down: log, never mask the cause
                 log.warning("embedded broker shutdown: %s", exc)
+        if self._folder is not None:
+            self._folder.cleanup()
 
     @property
     def endpoint(self) -> MqttEndpoint:
-        """How clients reach this broker."""
-        return MqttEndpoint(self.host, self.port)
+        """How clients reach this broker (with its credentials)."""
+        return MqttEndpoint(self.host, self.port, self.username, self.password)
 
 
 @asynccontextmanager
