@@ -42,6 +42,10 @@ class MqttSettings(BaseModel):
     keepalive_s: int = Field(default=30, ge=5)
     reconnect_backoff_max_s: float = Field(default=10.0, gt=0)
     max_payload_bytes: int = Field(default=256_000, gt=0)
+    tls: bool = Field(default=False, description="TLS with the system's CAs (mqtts:// does too)")
+    tls_ca_file: Path | None = Field(default=None, description="CA certificate(s) to trust")
+    tls_cert_file: Path | None = Field(default=None, description="client certificate (optional)")
+    tls_key_file: Path | None = Field(default=None, description="client key (optional)")
 
 
 class RuntimeSettings(BaseModel):

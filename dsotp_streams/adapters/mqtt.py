@@ -9,7 +9,7 @@ import tempfile
 import warnings
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlsplit
@@ -33,28 +33,40 @@ log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
+class TlsConfig:
+    """TLS towards the broker: the CA to trust, and optionally a client certificate."""
+
+    ca_file: Path | None = None
+    cert_file: Path | None = None
+    key_file: Path | None = None
+
+
+@dataclass(frozen=True)
 class MqttEndpoint:
-    """Where a broker listens and how to log in."""
+    """Where a broker listens and how to log in (the password never shows in its text)."""
 
     host: str
     port: int
     username: str | None = None
-    password: str | None = None
+    password: str | None = field(default=None, repr=False)
+    tls: TlsConfig | None = None
 
     def __str__(self) -> str:
         user = f"{self.username}@" if self.username else ""
-        return f"mqtt://{user}{self.host}:{self.port}"
+        scheme = "mqtts" if self.tls else "mqtt"
+        return f"{scheme}://{user}{self.host}:{self.port}"
 
 
 def parse_mqtt_url(url: str) -> MqttEndpoint:
-    """Parse mqtt://user:pass@host:port (port 1883 by default)."""
+    """Parse mqtt://user:pass@host:port (port 1883 by default; mqtts:// for TLS, port 8883)."""
     parts = urlsplit(url)
-    if parts.scheme not in ("mqtt", "tcp"):
+    if parts.scheme not in ("mqtt", "tcp", "mqtts", "ssl"):
         raise TransportError(f"unsupported MQTT URL scheme {parts.scheme!r} in {url!r}")
     if not parts.hostname:
         raise TransportError(f"MQTT URL {url!r} names no host")
+    secure = parts.scheme in ("mqtts", "ssl")
     try:
-        port = parts.port or 1883
+        port = parts.port or (8883 if secure else 1883)
     except ValueError as exc:
         raise TransportError(f"MQTT URL {url!r} has an invalid port") from exc
     return MqttEndpoint(
@@ -62,18 +74,29 @@ def parse_mqtt_url(url: str) -> MqttEndpoint:
         port=port,
         username=unquote(parts.username) if parts.username else None,
         password=unquote(parts.password) if parts.password else None,
+        tls=TlsConfig() if secure else None,
     )
 
 
 def endpoint_from_settings(settings: MqttSettings) -> MqttEndpoint:
-    """The endpoint the settings describe (`url` wins over host/port)."""
+    """The endpoint the settings describe (`url` wins over host/port; TLS files add TLS)."""
+    tls = None
+    if settings.tls or settings.tls_ca_file or settings.tls_cert_file:
+        tls = TlsConfig(settings.tls_ca_file, settings.tls_cert_file, settings.tls_key_file)
     if settings.url:
-        return parse_mqtt_url(settings.url)
+        endpoint = parse_mqtt_url(settings.url)
+        if tls is not None:
+            endpoint = replace(endpoint, tls=tls)
+        if settings.username and not endpoint.username:
+            password = settings.password.get_secret_value() if settings.password else None
+            endpoint = replace(endpoint, username=settings.username, password=password)
+        return endpoint
     return MqttEndpoint(
         host=settings.host,
         port=settings.port,
         username=settings.username,
         password=settings.password.get_secret_value() if settings.password else None,
+        tls=tls,
     )
 
 
@@ -222,6 +245,16 @@ class EmbeddedBroker:
         return MqttEndpoint(self.host, self.port, self.username, self.password)
 
 
+def _tls_params(tls: TlsConfig | None) -> aiomqtt.TLSParameters | None:
+    if tls is None:
+        return None
+    return aiomqtt.TLSParameters(
+        ca_certs=str(tls.ca_file) if tls.ca_file else None,
+        certfile=str(tls.cert_file) if tls.cert_file else None,
+        keyfile=str(tls.key_file) if tls.key_file else None,
+    )
+
+
 @asynccontextmanager
 async def connect(
     endpoint: MqttEndpoint,
@@ -238,6 +271,7 @@ async def connect(
         port=endpoint.port,
         username=endpoint.username,
         password=endpoint.password,
+        tls_params=_tls_params(endpoint.tls),
         identifier=client_id,
         clean_session=clean_session,
         keepalive=keepalive_s,
