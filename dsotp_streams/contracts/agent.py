@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import re
 from enum import StrEnum
 from pathlib import Path
@@ -43,6 +44,11 @@ class VoltageBasis(StrEnum):
 
     PHASE_TO_GROUND = "phase_to_ground"
     LINE_TO_LINE = "line_to_line"
+
+    @property
+    def to_line_to_line(self) -> float:
+        """Factor from a magnitude in this basis to the line-to-line (nominal) basis."""
+        return 1.0 if self is VoltageBasis.LINE_TO_LINE else math.sqrt(3.0)
 
 
 class _Frozen(BaseModel):

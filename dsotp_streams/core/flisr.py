@@ -27,7 +27,7 @@ import numpy as np
 from dsotp_streams.contracts.agent import AgentSpec, FlisrSpec
 from dsotp_streams.contracts.frames import Measurand
 from dsotp_streams.contracts.messages import FlisrEvent, FlisrLocation, SwitchAction, Window
-from dsotp_streams.core.grid import ComplexArray, GridModel
+from dsotp_streams.core.grid import ComplexArray, GridModel, unique_names
 
 __all__ = ["FaultDetector", "FaultObservation", "FlisrPlanner", "fault_state"]
 
@@ -73,10 +73,12 @@ class FlisrPlanner:
         self.net = net
         self.bus_name = dict(zip(net.bus.index, grid.bus_names, strict=True))
         self.line_name = {
-            idx: ref for idx, ref in zip(net.line.index, _names(net.line, "Line"), strict=True)
+            idx: ref
+            for idx, ref in zip(net.line.index, unique_names(net.line, "Line"), strict=True)
         }
         self.trafo_name = {
-            idx: ref for idx, ref in zip(net.trafo.index, _names(net.trafo, "Trafo"), strict=True)
+            idx: ref
+            for idx, ref in zip(net.trafo.index, unique_names(net.trafo, "Trafo"), strict=True)
         }
         self.element_of = {name: ("line", idx) for idx, name in self.line_name.items()}
         self.element_of |= {name: ("trafo", idx) for idx, name in self.trafo_name.items()}
@@ -447,16 +449,6 @@ def _is_forest(graph: nx.Graph) -> bool:
     return edges == int(graph.number_of_nodes()) - int(nx.number_connected_components(graph))
 
 
-def _names(frame: Any, prefix: str) -> list[str]:
-    names = [
-        str(n) if isinstance(n, str) and n else f"{prefix} {i}"
-        for i, n in zip(frame.index, frame["name"], strict=True)
-    ]
-    if len(set(names)) != len(names):
-        names = [f"{n} [{i}]" for n, i in zip(names, frame.index, strict=True)]
-    return names
-
-
 class FaultDetector:
     """Watches windows for fault signs: overcurrent against each branch's pre-fault current,
     undervoltage at PMU buses, a loaded branch whose current collapses (a breaker trip), devices
@@ -466,7 +458,7 @@ class FaultDetector:
     def __init__(self, spec: AgentSpec, grid: GridModel) -> None:
         self.spec = spec.flisr
         self.grid = grid
-        self.v_factor = 1.0 if spec.voltage_basis.value == "line_to_line" else math.sqrt(3.0)
+        self.v_factor = spec.voltage_basis.to_line_to_line
         self.channels = {(d.id, b) for d in spec.devices for b in d.branches}
         self.device_bus = {d.id: d.bus for d in spec.devices}
         self.baseline: dict[str, float] = {}

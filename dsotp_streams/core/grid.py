@@ -17,7 +17,7 @@ from scipy.sparse.csgraph import connected_components
 from dsotp_streams.core.linalg import DENSE_MAX_BUSES, Matrix, Ops, dense_ops, sparse_ops
 from dsotp_streams.errors import ModelError
 
-__all__ = ["BranchRef", "GridModel"]
+__all__ = ["BranchRef", "GridModel", "unique_names"]
 
 log = logging.getLogger(__name__)
 
@@ -98,7 +98,8 @@ def _ratings_ka(element: str, table: Any) -> list[tuple[float | None, float | No
     return out
 
 
-def _unique_names(frame: Any, prefix: str) -> list[str]:
+def unique_names(frame: Any, prefix: str) -> list[str]:
+    """Element names of a pandapower table, made unique (index appended) where they clash."""
     names: list[str] = []
     for idx, name in zip(frame.index, frame["name"], strict=True):
         text = str(name) if isinstance(name, str) and name else f"{prefix} {idx}"
@@ -196,7 +197,7 @@ class GridModel:
         cf = sp.csr_matrix((np.ones(nbr), (rows, f_bus)), shape=(nbr, n))
         ct = sp.csr_matrix((np.ones(nbr), (rows, t_bus)), shape=(nbr, n))
 
-        bus_names = _unique_names(net.bus, "Bus")
+        bus_names = unique_names(net.bus, "Bus")
         bus_index = {
             name: int(bus_lookup[idx]) for name, idx in zip(bus_names, net.bus.index, strict=True)
         }
@@ -208,7 +209,7 @@ class GridModel:
             start, _end = lookups[element]
             table = getattr(net, element)
             ratings = _ratings_ka(element, table)
-            for pos, name in enumerate(_unique_names(table, prefix)):
+            for pos, name in enumerate(unique_names(table, prefix)):
                 k = start + pos
                 r_from, r_to = ratings[pos]
                 branches[name] = BranchRef(

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 
-from dsotp_streams.contracts.agent import AgentSpec, VoltageBasis
+from dsotp_streams.contracts.agent import AgentSpec
 from dsotp_streams.contracts.frames import Measurand, PmuFrame
 from dsotp_streams.core.grid import GridModel
 
@@ -25,7 +25,7 @@ class FrameCheck:
     def __init__(self, spec: AgentSpec, grid: GridModel) -> None:
         self.components = {d.id: {d.bus, *d.branches} for d in spec.devices}
         self.bus_of = {d.id: d.bus for d in spec.devices}
-        factor = 1.0 if spec.voltage_basis is VoltageBasis.LINE_TO_LINE else math.sqrt(3.0)
+        factor = spec.voltage_basis.to_line_to_line
         self.v_base = {
             d.id: float(grid.vn_kv[grid.bus_index[d.bus]]) * 1e3 / factor
             for d in spec.devices

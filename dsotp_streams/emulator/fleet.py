@@ -8,7 +8,7 @@ from datetime import datetime
 
 import numpy as np
 
-from dsotp_streams.contracts.agent import AgentSpec, VoltageBasis
+from dsotp_streams.contracts.agent import AgentSpec
 from dsotp_streams.contracts.frames import Measurand, Phase, PmuFrame, Reading
 from dsotp_streams.contracts.messages import TrueState
 from dsotp_streams.core.flisr import fault_state
@@ -49,7 +49,7 @@ class PmuFleet:
         e = spec.emulator
         self.rng = np.random.default_rng(e.seed)
         self.sigma = e.tve_percent / 100.0 / TVE_SIGMA_FACTOR
-        self.v_factor = 1.0 if spec.voltage_basis is VoltageBasis.LINE_TO_LINE else math.sqrt(3.0)
+        self.v_factor = spec.voltage_basis.to_line_to_line
         self._t0: float | None = None
         self._load_ou = np.zeros(len(grid.load_p_pu))
         self._wind_ou = 0.0

@@ -9,11 +9,10 @@ is compared with (``true_vm_pu``, ``max_true_dvm_pu``): a recording of every nod
 
 from __future__ import annotations
 
-import math
 from collections import Counter
 from collections.abc import Iterable, Iterator
 
-from dsotp_streams.contracts.agent import AgentSpec, VoltageBasis
+from dsotp_streams.contracts.agent import AgentSpec
 from dsotp_streams.contracts.frames import Measurand, PmuFrame
 from dsotp_streams.contracts.messages import StateEstimate, TrueState, Window
 from dsotp_streams.core.alignment import Aligner, AlignOutcome, slot_of
@@ -42,7 +41,7 @@ class OfflineEstimator:
         )
         self.outcomes: Counter[AlignOutcome] = Counter()
         self.statuses: Counter[str] = Counter()
-        self._v_factor = 1.0 if spec.voltage_basis is VoltageBasis.LINE_TO_LINE else math.sqrt(3)
+        self._v_factor = spec.voltage_basis.to_line_to_line
         self._reference: dict[int, dict[str, float]] = {}
 
     def run(self, frames: Iterable[PmuFrame]) -> Iterator[StateEstimate]:

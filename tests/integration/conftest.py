@@ -14,14 +14,9 @@ from pathlib import Path
 import pytest
 
 from dsotp_streams.adapters.mqtt import MqttEndpoint
+from tests.integration.databases import free_port
 
 RABBIT_BIN = Path("/usr/lib/rabbitmq/bin/rabbitmq-server")
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def _wait_port(port: int, *, timeout_s: float, proc: subprocess.Popen[bytes], log: Path) -> None:

@@ -8,7 +8,7 @@ from enum import IntEnum
 
 import numpy as np
 
-from dsotp_streams.contracts.agent import AgentSpec, SigmaSpec, VoltageBasis
+from dsotp_streams.contracts.agent import AgentSpec, SigmaSpec
 from dsotp_streams.contracts.frames import Measurand, Phase
 from dsotp_streams.contracts.messages import Window
 from dsotp_streams.core.grid import BoolArray, FloatArray, GridModel, IntArray
@@ -94,7 +94,7 @@ class MeasurementMap:
     def __init__(self, spec: AgentSpec, grid: GridModel) -> None:
         self.grid = grid
         self.sigmas: SigmaSpec = spec.estimator.sigmas
-        self.v_factor = 1.0 if spec.voltage_basis is VoltageBasis.LINE_TO_LINE else math.sqrt(3.0)
+        self.v_factor = spec.voltage_basis.to_line_to_line
         self._channels: dict[tuple[str, str], _Channel] = {}
         for device in spec.devices:
             if device.bus not in grid.bus_index:
@@ -116,7 +116,8 @@ class MeasurementMap:
                 self._channels[(device.id, name)] = _Channel(
                     Kind.I_MAG, Kind.I_ANG, ref.index, side, bus, False
                 )
-        self._pseudo = self._pseudo_injections()
+        self._nominal_pseudo = self._pseudo_injections()
+        self._pseudo = self._nominal_pseudo
 
     def _pseudo_injections(self) -> list[tuple[Kind, int, float, float, str]]:
         grid, s = self.grid, self.sigmas
@@ -152,12 +153,13 @@ class MeasurementMap:
     ) -> None:
         """Pseudo P/Q injections from forecasts: bus name -> (p_mw, q_mvar, sigma_mw), consumption
         positive; buses without a forecast keep the nominal pseudo-measurement. None resets."""
-        self._pseudo = self._pseudo_injections()
+        self._nominal_pseudo = self._pseudo_injections()
+        self._pseudo = self._nominal_pseudo
         if not forecasts:
             return
         base = self.grid.base_mva
         updated = []
-        for kind, bus, value, sigma, label in self._pseudo:
+        for kind, bus, value, sigma, label in self._nominal_pseudo:
             name = label.rsplit(":", 1)[0]
             forecast = forecasts.get(name)
             if forecast is not None and label.endswith((":pseudo_p", ":pseudo_q")):

@@ -155,7 +155,6 @@ class QuantileForecaster:
         self.seed = seed
         self.boosters: dict[float, Any] = {}
         self.widen = 0.0
-        self.kinds: FloatArray = np.zeros(0)
         self.calendar = _Calendar(datetime.fromtimestamp(0).astimezone(), 900.0)
 
     def fit(
@@ -174,10 +173,10 @@ class QuantileForecaster:
         self.calendar = _Calendar(start, step_s)
         scale = _scale(y)
         z = y / scale
-        self.kinds = self._kinds(z)
+        kinds = self._kinds(z)
         split = y.shape[0] - self.calibration_days * self.spd
         origins = day_ahead_origins(split, self.spd, start=8 * self.spd)
-        x, target = _design(z, origins, self.horizon, self.spd, self.calendar, self.kinds)
+        x, target = _design(z, origins, self.horizon, self.spd, self.calendar, kinds)
         rng = np.random.default_rng(self.seed)
         if len(target) > self.max_rows:
             pick = rng.choice(len(target), self.max_rows, replace=False)
@@ -202,7 +201,7 @@ class QuantileForecaster:
                 progress(k + 1, len(QUANTILES) + 1)
         # conformal widening of the outer quantiles on the held-out calibration span
         cal_origins = day_ahead_origins(y.shape[0], self.spd, start=split)
-        xc, yc = _design(z, cal_origins, self.horizon, self.spd, self.calendar, self.kinds)
+        xc, yc = _design(z, cal_origins, self.horizon, self.spd, self.calendar, kinds)
         lo, hi = (self.boosters[a].predict(xc) for a in (QUANTILES[0], QUANTILES[-1]))
         excess = np.maximum(lo - yc, yc - hi)
         target_cover = QUANTILES[-1] - QUANTILES[0]
@@ -240,7 +239,6 @@ class QuantileForecaster:
             "quantiles": list(QUANTILES),
             "boosters": {str(a): b.model_to_string() for a, b in self.boosters.items()},
             "widen": self.widen,
-            "kinds": self.kinds.tolist(),
             "spd": self.spd,
             "horizon": self.horizon,
             "start": self.calendar.start.isoformat(),
@@ -260,6 +258,5 @@ class QuantileForecaster:
         model = cls(steps_per_day=state["spd"], horizon=state["horizon"])
         model.boosters = {float(a): lgb.Booster(model_str=s) for a, s in state["boosters"].items()}
         model.widen = float(state["widen"])
-        model.kinds = np.asarray(state["kinds"], dtype=float)
         model.calendar = _Calendar(datetime.fromisoformat(state["start"]), float(state["step_s"]))
         return model

@@ -145,9 +145,11 @@ class ForecastAgent:
     def _maybe_retrain(self, now: datetime) -> bool:
         if self._next_retrain is not None and now < self._next_retrain:
             return False
+        needed = (8 + 28 + 7) * self.spd
+        if not self.history or (self._slot or 0) - min(self.history) < needed:
+            return False  # checked from the slots, before any array is built (every window)
         series = self._series(self._slot or 0)
-        needed = 8 * self.spd + 28 * self.spd + 7 * self.spd
-        if series is None or len(series) < needed:
+        if series is None:
             return False
         self._next_retrain = now + timedelta(seconds=self.spec.retrain_s)
         start = datetime.fromtimestamp(min(self.history) * self.spec.step_s, tz=UTC)
