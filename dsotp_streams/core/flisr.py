@@ -462,7 +462,7 @@ class FaultDetector:
         self.channels = {(d.id, b) for d in spec.devices for b in d.branches}
         self.device_bus = {d.id: d.bus for d in spec.devices}
         self.baseline: dict[str, float] = {}
-        self._last_case: datetime | None = None
+        self._last_case: dict[bool, datetime] = {}  # by "fault passage seen"
         self._seen: set[str] = set()
         self._failed_estimates = 0
 
@@ -505,11 +505,14 @@ class FaultDetector:
                 old = self.baseline.get(k)
                 self.baseline[k] = i if old is None else 0.9 * old + 0.1 * i
             return None
-        if self._last_case is not None and (
-            (window.window_start - self._last_case).total_seconds() < self.spec.cooldown_s
-        ):
+        # one case per fault: a case without fault passage (lost devices, a trip, failing
+        # estimates) must not hold back the case of a fault that PMUs do see, so each kind
+        # has its own cooldown
+        located = any(passage.values())
+        last = self._last_case.get(located)
+        if last is not None and (window.window_start - last).total_seconds() < self.spec.cooldown_s:
             return None
-        self._last_case = window.window_start
+        self._last_case[located] = window.window_start
         parts = []
         if any(passage.values()):
             parts.append("overcurrent on " + ", ".join(sorted(k for k, f in passage.items() if f)))
