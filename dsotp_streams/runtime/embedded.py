@@ -18,7 +18,6 @@ from dsotp_streams.adapters.mqtt import MqttEndpoint, Topics, connect
 from dsotp_streams.adapters.profiles import load_profiles
 from dsotp_streams.adapters.recording import RecordingWriter
 from dsotp_streams.contracts.agent import AgentSpec
-from dsotp_streams.contracts.frames import parse_frame
 from dsotp_streams.contracts.messages import (
     DeadLetter,
     EstimateStatus,
@@ -35,15 +34,12 @@ from dsotp_streams.contracts.storage import (
     rows_from_forecast,
     rows_from_frame,
 )
-from dsotp_streams.core.alignment import Aligner, AlignOutcome, slot_of
-from dsotp_streams.core.estimation import Estimator
-from dsotp_streams.core.flisr import FaultDetector, FlisrPlanner
-from dsotp_streams.core.forecasting.stream import ForecastAgent
+from dsotp_streams.core.alignment import slot_of
 from dsotp_streams.core.grid import GridModel
-from dsotp_streams.core.validation import FrameCheck
 from dsotp_streams.emulator import PmuFleet
-from dsotp_streams.errors import FrameError, TransportError
+from dsotp_streams.errors import TransportError
 from dsotp_streams.runtime.sinks import RowSink
+from dsotp_streams.runtime.stages import FrameIntake, WindowProcessor
 from dsotp_streams.settings import Settings
 
 __all__ = ["AreaPipeline", "Emulator", "EmulatorStats", "PipelineStats"]
@@ -112,8 +108,6 @@ class AreaPipeline:
         recorder: RecordingWriter | None = None,
     ) -> None:
         self.recorder = recorder
-        self.event_time = settings.runtime.event_time
-        self._event_now: datetime | None = None
         self.spec = spec
         self.sinks = list(sinks)
         self.frame_sinks = [s for s in self.sinks if s.store_frames]
@@ -122,30 +116,17 @@ class AreaPipeline:
         self.endpoint = endpoint
         self.topics = Topics(settings.mqtt.topic_prefix, spec.area)
         self.client_id = client_id or f"{settings.mqtt.client_id_prefix}-{spec.area}-pipeline"
-        self.estimator = Estimator(spec, grid)
-        self.frame_check = FrameCheck(spec, grid)
-        self.detector = FaultDetector(spec, grid) if spec.flisr.enabled else None
-        self.planner = FlisrPlanner(grid, spec.flisr) if spec.flisr.enabled else None
+        self.intake = FrameIntake(
+            spec,
+            grid,
+            max_payload_bytes=settings.mqtt.max_payload_bytes,
+            event_time=settings.runtime.event_time,
+        )
+        self.aligner = self.intake.aligner
+        self.processor = WindowProcessor(spec, grid, settings.agent_file.parent)
+        self.estimator = self.processor.estimator
         self.flisr_listeners: list[Callable[[FlisrEvent], None]] = []
-        self.forecaster = (
-            ForecastAgent(
-                spec.area,
-                spec.forecast,
-                settings.agent_file.parent / spec.forecast.model.format(area=spec.area),
-            )
-            if spec.forecast.enabled
-            else None
-        )
-        self._last_loads: dict[str, float] = {}
         self.vn_kv = {name: float(grid.vn_kv[idx]) for name, idx in grid.named_buses}
-        self.aligner = Aligner(
-            area=spec.area,
-            devices=spec.device_ids,
-            period_s=1.0 / spec.window.rate_hz,
-            wait_s=spec.window.wait_ms / 1000.0,
-            max_open_windows=spec.window.max_open_windows,
-            max_future_s=spec.window.max_future_s,
-        )
         self.stats = PipelineStats()
         self.ready = asyncio.Event()
         self._windows: asyncio.Queue[Window] = asyncio.Queue(settings.runtime.window_queue_size)
@@ -246,54 +227,19 @@ class AreaPipeline:
                 self._truth.popitem(last=False)
             return
         self.stats.messages_in += 1
-        if len(raw) > self.settings.mqtt.max_payload_bytes:
-            self.stats.invalid += 1
-            await self._dead_letter(topic, raw, f"payload of {len(raw)} bytes exceeds the limit")
+        result = self.intake.offer(bytes(raw))
+        setattr(self.stats, result.counter, getattr(self.stats, result.counter) + 1)
+        if result.reason is not None:
+            await self._dead_letter(topic, raw, result.reason, device=result.device)
             return
-        try:
-            frame = parse_frame(bytes(raw))
-        except FrameError as exc:
-            self.stats.invalid += 1
-            await self._dead_letter(topic, raw, f"invalid frame: {exc}")
-            return
-        problem = self.frame_check.problem(frame)
-        if problem is not None:
-            self.stats.implausible += 1
-            await self._dead_letter(
-                topic, raw, f"implausible frame: {problem}", device=frame.device
-            )
-            return
-        if self.event_time:
-            stamp = frame.timestamp
-            self._event_now = stamp if self._event_now is None else max(self._event_now, stamp)
-        outcome = self.aligner.add(frame, now=self._now())
-        if outcome is AlignOutcome.ACCEPTED:
-            self.stats.frames_valid += 1
-            if self.frame_sinks:
-                rows = list(rows_from_frame(self.spec.area, frame))
-                for sink in self.frame_sinks:
-                    sink.submit(rows)
-            await self._close_windows()
-            return
-        counter = outcome.value
-        setattr(self.stats, counter, getattr(self.stats, counter) + 1)
-        reasons = {
-            AlignOutcome.LATE: "late: its window was already closed",
-            AlignOutcome.DUPLICATE: "duplicate: the device already reported this instant",
-            AlignOutcome.UNKNOWN_DEVICE: f"unknown device {frame.device!r} for area "
-            f"{self.spec.area!r}",
-            AlignOutcome.FUTURE: "timestamp too far in the future",
-        }
-        await self._dead_letter(topic, raw, reasons[outcome], device=frame.device)
-
-    def _now(self) -> datetime:
-        """The alignment clock: wall time, or in event-time mode the newest frame's time."""
-        if self.event_time:
-            return self._event_now or _utcnow()
-        return _utcnow()
+        if result.frame is not None and self.frame_sinks:
+            rows = list(rows_from_frame(self.spec.area, result.frame))
+            for sink in self.frame_sinks:
+                sink.submit(rows)
+        await self._close_windows()
 
     async def _close_windows(self) -> None:
-        await self._enqueue(self.aligner.poll(now=self._now()))
+        await self._enqueue(self.intake.poll())
 
     async def _enqueue(self, windows: list[Window]) -> None:
         """Queue closed windows for estimation; when full, the oldest is published as skipped."""
@@ -306,19 +252,13 @@ class AreaPipeline:
                 self._windows.task_done()
                 self.stats.windows_skipped += 1
                 await self._publish_estimate(
-                    StateEstimate(
-                        area=self.spec.area,
-                        window_start=skipped.window_start,
-                        status=EstimateStatus.SKIPPED,
-                        reason="estimator behind: window queue full",
-                        engine=self.estimator.engine,
-                    )
+                    self.processor.skipped(skipped, "estimator behind: window queue full")
                 )
             self._windows.put_nowait(window)
 
     async def _tick_loop(self) -> None:
         period = 1.0 / self.spec.window.rate_hz
-        while not self.event_time:  # event time advances with the frames, not the clock
+        while not self.intake.event_time:  # event time advances with the frames, not the clock
             await asyncio.sleep(period / 2)
             await self._close_windows()
 
@@ -336,29 +276,12 @@ class AreaPipeline:
     async def _process(self, window: Window) -> None:
         """Estimate one window; then forecasting and FLISR on its result."""
         truth = self._truth.get(slot_of(window.window_start, period_ns=self.aligner.period_ns))
-        observation = self.detector.observe(window) if self.detector else None
-        v_prefault = self.estimator.last_state
-        estimate = await asyncio.to_thread(self.estimator.estimate, window, truth=truth)
-        await self._publish_estimate(estimate)
-        if self.detector is not None:
-            self.detector.estimate_status(estimate.status is EstimateStatus.OK)
-        if estimate.status is EstimateStatus.OK and observation is None:
-            self._last_loads = {b.bus: b.p_mw for b in estimate.buses}
-        if self.forecaster is not None:
-            update = await asyncio.to_thread(self.forecaster.observe, estimate)
-            if update.pseudo is not None:
-                self.estimator.mapping.set_pseudo_injections(update.pseudo)
-            if update.forecast is not None:
-                await self._publish_forecast(update.forecast)
-        if observation is not None and self.planner is not None:
-            event = await asyncio.to_thread(
-                self.planner.plan,
-                observation,
-                area=self.spec.area,
-                load_mw=self._last_loads,
-                v_prefault=v_prefault,
-            )
-            await self._publish_flisr(event)
+        result = await self.processor.process(window, truth)
+        await self._publish_estimate(result.estimate)
+        if result.forecast is not None:
+            await self._publish_forecast(result.forecast)
+        if result.flisr is not None:
+            await self._publish_flisr(result.flisr)
 
     async def _publish_estimate(self, estimate: StateEstimate) -> None:
         lag_ms = (_utcnow() - estimate.window_start) / timedelta(milliseconds=1)
@@ -446,7 +369,7 @@ class AreaPipeline:
     async def _drain(self) -> None:
         """At shutdown: close every open window and wait until all are estimated."""
         await self._close_windows()
-        await self._enqueue(self.aligner.flush(now=_utcnow()))
+        await self._enqueue(self.intake.flush())
         try:
             await asyncio.wait_for(self._windows.join(), timeout=30.0)
         except TimeoutError:

@@ -1,0 +1,192 @@
+"""The stages every runtime runs per area, free of any transport: intake (decode, validate,
+align) and window processing (estimate, then forecasting and FLISR on the result).
+
+The embedded runtime moves their values over MQTT and asyncio queues, the scale-out runtime over
+Kafka topics with faust; both call these, so no step is written twice."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+from dsotp_streams.contracts.agent import AgentSpec
+from dsotp_streams.contracts.frames import PmuFrame, parse_frame
+from dsotp_streams.contracts.messages import (
+    EstimateStatus,
+    FlisrEvent,
+    Forecast,
+    StateEstimate,
+    TrueState,
+    Window,
+)
+from dsotp_streams.core.alignment import Aligner, AlignOutcome
+from dsotp_streams.core.estimation import Estimator
+from dsotp_streams.core.flisr import FaultDetector, FlisrPlanner
+from dsotp_streams.core.forecasting.stream import ForecastAgent
+from dsotp_streams.core.grid import GridModel
+from dsotp_streams.core.validation import FrameCheck
+from dsotp_streams.errors import FrameError
+
+__all__ = ["FrameIntake", "Intake", "Processed", "WindowProcessor", "skipped_estimate"]
+
+
+def _utcnow() -> datetime:
+    return datetime.now(tz=UTC)
+
+
+@dataclass(frozen=True)
+class Intake:
+    """What became of one message: `counter` names the statistic it lands in; a `reason`
+    means it goes to the dead-letter topic."""
+
+    counter: str
+    frame: PmuFrame | None = None
+    reason: str | None = None
+    device: str | None = None
+
+
+_REASONS = {
+    AlignOutcome.LATE: "late: its window was already closed",
+    AlignOutcome.DUPLICATE: "duplicate: the device already reported this instant",
+    AlignOutcome.FUTURE: "timestamp too far in the future",
+}
+
+
+class FrameIntake:
+    """Decode, check and align the frames of one area; close windows on its clock."""
+
+    def __init__(
+        self, spec: AgentSpec, grid: GridModel, *, max_payload_bytes: int, event_time: bool
+    ) -> None:
+        self.spec = spec
+        self.max_payload_bytes = max_payload_bytes
+        self.event_time = event_time
+        self._event_now: datetime | None = None
+        self.frame_check = FrameCheck(spec, grid)
+        self.aligner = Aligner(
+            area=spec.area,
+            devices=spec.device_ids,
+            period_s=1.0 / spec.window.rate_hz,
+            wait_s=spec.window.wait_ms / 1000.0,
+            max_open_windows=spec.window.max_open_windows,
+            max_future_s=spec.window.max_future_s,
+        )
+
+    def now(self) -> datetime:
+        """The alignment clock: wall time, or in event-time mode the newest frame's time."""
+        if self.event_time:
+            return self._event_now or _utcnow()
+        return _utcnow()
+
+    def offer(self, raw: bytes) -> Intake:
+        """One frame message, as received."""
+        if len(raw) > self.max_payload_bytes:
+            return Intake("invalid", reason=f"payload of {len(raw)} bytes exceeds the limit")
+        try:
+            frame = parse_frame(raw)
+        except FrameError as exc:
+            return Intake("invalid", reason=f"invalid frame: {exc}")
+        problem = self.frame_check.problem(frame)
+        if problem is not None:
+            return Intake(
+                "implausible", reason=f"implausible frame: {problem}", device=frame.device
+            )
+        if self.event_time:
+            stamp = frame.timestamp
+            self._event_now = stamp if self._event_now is None else max(self._event_now, stamp)
+        outcome = self.aligner.add(frame, now=self.now())
+        if outcome is AlignOutcome.ACCEPTED:
+            return Intake("frames_valid", frame=frame, device=frame.device)
+        if outcome is AlignOutcome.UNKNOWN_DEVICE:
+            reason = f"unknown device {frame.device!r} for area {self.spec.area!r}"
+        else:
+            reason = _REASONS[outcome]
+        return Intake(outcome.value, reason=reason, device=frame.device)
+
+    def poll(self) -> list[Window]:
+        """The windows that are complete or whose wait has passed, oldest first."""
+        return self.aligner.poll(now=self.now())
+
+    def flush(self) -> list[Window]:
+        """Every open window, complete or not (at shutdown)."""
+        return self.aligner.flush(now=_utcnow())
+
+
+def skipped_estimate(window: Window, *, engine: str, reason: str) -> StateEstimate:
+    """The estimate published for a window that was not estimated."""
+    return StateEstimate(
+        area=window.area,
+        window_start=window.window_start,
+        status=EstimateStatus.SKIPPED,
+        reason=reason,
+        engine=engine,
+    )
+
+
+@dataclass
+class Processed:
+    """The results of one window."""
+
+    estimate: StateEstimate
+    forecast: Forecast | None = None
+    flisr: FlisrEvent | None = None
+
+
+@dataclass
+class WindowProcessor:
+    """Estimate one area's windows, feed forecasting and FLISR; CPU work runs in threads."""
+
+    spec: AgentSpec
+    grid: GridModel
+    model_dir: Path
+    estimator: Estimator = field(init=False)
+    detector: FaultDetector | None = field(init=False)
+    planner: FlisrPlanner | None = field(init=False)
+    forecaster: ForecastAgent | None = field(init=False)
+    _last_loads: dict[str, float] = field(init=False, default_factory=dict)
+
+    def __post_init__(self) -> None:
+        spec = self.spec
+        self.estimator = Estimator(spec, self.grid)
+        self.detector = FaultDetector(spec, self.grid) if spec.flisr.enabled else None
+        self.planner = FlisrPlanner(self.grid, spec.flisr) if spec.flisr.enabled else None
+        self.forecaster = (
+            ForecastAgent(
+                spec.area,
+                spec.forecast,
+                self.model_dir / spec.forecast.model.format(area=spec.area),
+            )
+            if spec.forecast.enabled
+            else None
+        )
+
+    def skipped(self, window: Window, reason: str) -> StateEstimate:
+        """The estimate published for a window this processor did not estimate."""
+        return skipped_estimate(window, engine=self.estimator.engine, reason=reason)
+
+    async def process(self, window: Window, truth: TrueState | None = None) -> Processed:
+        """Estimate one window; then forecasting and FLISR on its result."""
+        observation = self.detector.observe(window) if self.detector else None
+        v_prefault = self.estimator.last_state
+        estimate = await asyncio.to_thread(self.estimator.estimate, window, truth=truth)
+        result = Processed(estimate)
+        if self.detector is not None:
+            self.detector.estimate_status(estimate.status is EstimateStatus.OK)
+        if estimate.status is EstimateStatus.OK and observation is None:
+            self._last_loads = {b.bus: b.p_mw for b in estimate.buses}
+        if self.forecaster is not None:
+            update = await asyncio.to_thread(self.forecaster.observe, estimate)
+            if update.pseudo is not None:
+                self.estimator.mapping.set_pseudo_injections(update.pseudo)
+            result.forecast = update.forecast
+        if observation is not None and self.planner is not None:
+            result.flisr = await asyncio.to_thread(
+                self.planner.plan,
+                observation,
+                area=self.spec.area,
+                load_mw=self._last_loads,
+                v_prefault=v_prefault,
+            )
+        return result
