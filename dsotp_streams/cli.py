@@ -1,4 +1,5 @@
-"""The `dsotp` command: demo, run, emulate; estimate, convert, record, replay, forecast."""
+"""The `dsotp` command: demo, run, emulate; estimate, convert, record, replay, forecast;
+bridge and worker (scale-out on Kafka)."""
 
 from __future__ import annotations
 
@@ -26,6 +27,7 @@ from dsotp_streams.adapters.mqtt import EmbeddedBroker, MqttEndpoint, endpoint_f
 from dsotp_streams.adapters.recording import RecordingWriter
 from dsotp_streams.cli_forecast import register as register_forecast
 from dsotp_streams.cli_offline import register as register_offline
+from dsotp_streams.cli_scaleout import register as register_scaleout
 from dsotp_streams.contracts.agent import AgentSpec, load_agent_spec
 from dsotp_streams.core.grid import GridModel
 from dsotp_streams.errors import DsotpError
@@ -425,6 +427,7 @@ def emulate(
 
 register_offline(app)
 register_forecast(app)
+register_scaleout(app)
 
 
 def main() -> None:

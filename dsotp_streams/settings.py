@@ -9,7 +9,9 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 __all__ = [
+    "BridgeSettings",
     "InfluxSettings",
+    "KafkaSettings",
     "LiveSettings",
     "MqttSettings",
     "RuntimeSettings",
@@ -107,6 +109,49 @@ class LiveSettings(BaseModel):
     history_s: float = Field(default=300.0, gt=0, description="how far back the charts reach")
 
 
+class KafkaSettings(BaseModel):
+    """The scale-out runtime: a Kafka cluster, its topics and the faust workers' group."""
+
+    model_config = ConfigDict(frozen=True)
+
+    url: str = Field(
+        default="kafka://127.0.0.1:9092", description="kafka://host:port[;host:port...]"
+    )
+    topic_prefix: str = Field(default="dsotp", description="topics are `<prefix>.<name>`")
+    partitions: int = Field(default=8, ge=1, description="of every topic (areas hash onto them)")
+    replication: int = Field(default=1, ge=1)
+    group: str = Field(default="dsotp-workers", description="the workers' consumer group/app id")
+    security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
+    sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] = "PLAIN"
+    sasl_username: str | None = None
+    sasl_password: SecretStr | None = None
+    ssl_ca_file: Path | None = None
+    ssl_cert_file: Path | None = None
+    ssl_key_file: Path | None = None
+    session_timeout_s: float = Field(
+        default=6.0, gt=0, description="a dead worker's areas move after this long"
+    )
+    heartbeat_interval_s: float = Field(default=1.0, gt=0)
+    data_dir: Path = Field(default=Path(".dsotp/faust"), description="the workers' table data")
+    web_port: int | None = Field(
+        default=None, ge=1, le=65535, description="faust's web server on 127.0.0.1 (off: None)"
+    )
+
+
+class BridgeSettings(BaseModel):
+    """MQTT <-> Kafka bridge: how frames are batched on their way in."""
+
+    model_config = ConfigDict(frozen=True)
+
+    batch_ms: float = Field(default=10.0, gt=0, description="longest wait before a batch is sent")
+    batch_max_frames: int = Field(default=200, ge=1, description="frames per Kafka record")
+    max_unacked: int = Field(
+        default=500,
+        ge=1,
+        description="frames held before their MQTT ack (broker in-flight windows bound this)",
+    )
+
+
 class Settings(BaseSettings):
     """All settings of a dsotp process: environment `DSOTP_...`, nested `DSOTP_MQTT__PORT`."""
 
@@ -119,6 +164,11 @@ class Settings(BaseSettings):
     influx: InfluxSettings = InfluxSettings()
     store: StoreSettings = StoreSettings()
     live: LiveSettings = LiveSettings()
+    kafka: KafkaSettings = KafkaSettings()
+    bridge: BridgeSettings = BridgeSettings()
+    agents_dir: Path = Field(
+        default=Path("agents"), description="the agent specs a scale-out worker serves"
+    )
     agent_file: Path = Path("agents/cigre-mv.yaml")
     data_dir: Path = Field(default_factory=default_data_dir)
     log_level: str = "WARNING"

@@ -23,6 +23,7 @@ __all__ = [
     "EmbeddedBroker",
     "MqttEndpoint",
     "Topics",
+    "ack",
     "connect",
     "endpoint_from_settings",
     "parse_mqtt_url",
@@ -264,8 +265,12 @@ async def connect(
     keepalive_s: int = 30,
     max_queued_outgoing: int | None = 10_000,
     timeout_s: float = 3.0,
+    manual_ack: bool = False,
 ) -> AsyncIterator[aiomqtt.Client]:
-    """An aiomqtt client, MQTT 3.1.1; connection failures become TransportError."""
+    """An aiomqtt client, MQTT 3.1.1; connection failures become TransportError.
+
+    With `manual_ack`, QoS 1 messages are acknowledged only by `ack(client, message)`, so that a
+    broker redelivers what was received but not yet passed on."""
     client = aiomqtt.Client(
         hostname=endpoint.host,
         port=endpoint.port,
@@ -279,11 +284,19 @@ async def connect(
         max_queued_outgoing_messages=max_queued_outgoing,
         timeout=timeout_s,
     )
+    if manual_ack:  # aiomqtt has no switch for it; its paho client has
+        client._client.manual_ack_set(True)
     try:
         async with client:
             yield client
     except aiomqtt.MqttError as exc:
         raise TransportError(f"MQTT {endpoint}: {exc}") from exc
+
+
+def ack(client: aiomqtt.Client, message: aiomqtt.Message) -> None:
+    """Acknowledge a QoS 1/2 message received with `manual_ack`."""
+    if message.qos > 0:
+        client._client.ack(message.mid, message.qos)
 
 
 async def wait_for_port(host: str, port: int, *, timeout_s: float) -> None:

@@ -11,12 +11,14 @@ from pydantic import BaseModel, ConfigDict, Field
 from dsotp_streams.contracts.frames import PmuFrame
 
 __all__ = [
+    "BridgedFrame",
     "BusState",
     "DeadLetter",
     "EstimateStatus",
     "FlisrEvent",
     "FlisrLocation",
     "Forecast",
+    "FrameBatch",
     "LineFlow",
     "StateEstimate",
     "SwitchAction",
@@ -193,3 +195,23 @@ class Forecast(BaseModel):
     quantiles: dict[str, dict[str, list[float]]] = Field(
         description="bus -> quantile level (as text) -> values at `times`"
     )
+
+
+class BridgedFrame(BaseModel):
+    """One frame message as the bridge received it from MQTT (raw, so it can be replayed)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    topic: str
+    payload: str
+    received_at: datetime
+
+
+class FrameBatch(BaseModel):
+    """The frames of one area received within a few milliseconds: one Kafka record, keyed by
+    area, so that a worker handles tens of frames per record rather than one."""
+
+    model_config = ConfigDict(frozen=True)
+
+    area: str
+    frames: list[BridgedFrame]

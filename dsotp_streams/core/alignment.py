@@ -84,6 +84,11 @@ class Aligner:
         """How many windows wait for frames."""
         return len(self._open)
 
+    @property
+    def last_closed(self) -> int | None:
+        """The slot of the newest closed window (None before the first)."""
+        return self._last_closed
+
     def add(self, frame: PmuFrame, *, now: datetime) -> AlignOutcome:
         """Offer one frame; the outcome says whether it joined a window and, if not, why."""
         outcome = self._classify(frame, now=now)

@@ -7,8 +7,9 @@ Kafka topics with faust; both call these, so no step is written twice."""
 from __future__ import annotations
 
 import asyncio
+import time
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from dsotp_streams.contracts.agent import AgentSpec
@@ -58,12 +59,21 @@ class FrameIntake:
     """Decode, check and align the frames of one area; close windows on its clock."""
 
     def __init__(
-        self, spec: AgentSpec, grid: GridModel, *, max_payload_bytes: int, event_time: bool
+        self,
+        spec: AgentSpec,
+        grid: GridModel,
+        *,
+        max_payload_bytes: int,
+        event_time: bool,
+        idle_close_s: float = 1.0,
     ) -> None:
         self.spec = spec
         self.max_payload_bytes = max_payload_bytes
         self.event_time = event_time
+        # in event time, a stream quiet this long (wall time) has its open windows closed
+        self.idle_close_s = max(idle_close_s, 2 * spec.window.wait_ms / 1000.0)
         self._event_now: datetime | None = None
+        self._last_offer = time.monotonic()
         self.frame_check = FrameCheck(spec, grid)
         self.aligner = Aligner(
             area=spec.area,
@@ -75,13 +85,19 @@ class FrameIntake:
         )
 
     def now(self) -> datetime:
-        """The alignment clock: wall time, or in event-time mode the newest frame's time."""
-        if self.event_time:
-            return self._event_now or _utcnow()
+        """The alignment clock: wall time, or in event-time mode the newest frame's time; once
+        no frame has come for `idle_close_s`, plus that quiet time (the last windows of a
+        paused stream close). A busy consumer (loading, estimating) never moves the clock."""
+        if self.event_time and self._event_now is not None:
+            idle_s = time.monotonic() - self._last_offer
+            if idle_s < self.idle_close_s:
+                return self._event_now
+            return self._event_now + timedelta(seconds=idle_s)
         return _utcnow()
 
     def offer(self, raw: bytes) -> Intake:
         """One frame message, as received."""
+        self._last_offer = time.monotonic()
         if len(raw) > self.max_payload_bytes:
             return Intake("invalid", reason=f"payload of {len(raw)} bytes exceeds the limit")
         try:
@@ -93,11 +109,12 @@ class FrameIntake:
             return Intake(
                 "implausible", reason=f"implausible frame: {problem}", device=frame.device
             )
-        if self.event_time:
-            stamp = frame.timestamp
-            self._event_now = stamp if self._event_now is None else max(self._event_now, stamp)
-        outcome = self.aligner.add(frame, now=self.now())
+        # a frame from the future (by the wall clock, whatever the mode) never moves the clock
+        outcome = self.aligner.add(frame, now=max(self.now(), _utcnow()))
         if outcome is AlignOutcome.ACCEPTED:
+            stamp = frame.timestamp
+            if self.event_time and (self._event_now is None or stamp > self._event_now):
+                self._event_now = stamp
             return Intake("frames_valid", frame=frame, device=frame.device)
         if outcome is AlignOutcome.UNKNOWN_DEVICE:
             reason = f"unknown device {frame.device!r} for area {self.spec.area!r}"

@@ -1,0 +1,99 @@
+"""Scale-out commands of `dsotp`: the MQTT <-> Kafka bridge and the faust workers."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.logging import RichHandler
+
+from dsotp_streams.adapters.mqtt import endpoint_from_settings
+from dsotp_streams.settings import Settings
+
+__all__ = ["register"]
+
+log = logging.getLogger("dsotp_streams.scaleout")
+console = Console(stderr=True)
+
+KafkaOpt = Annotated[
+    str | None, typer.Option("--kafka-url", help="kafka://host:port (default: DSOTP_KAFKA__URL)")
+]
+
+
+def _settings(kafka_url: str | None, **update: object) -> Settings:
+    base = Settings()
+    changes: dict[str, object] = {k: v for k, v in update.items() if v is not None}
+    if kafka_url is not None:
+        changes["kafka"] = base.kafka.model_copy(update={"url": kafka_url})
+    settings = base.model_copy(update=changes)
+    logging.basicConfig(
+        level=settings.log_level.upper(),
+        format="%(message)s",
+        handlers=[RichHandler(console=console, show_path=False)],
+    )
+    return settings
+
+
+def register(app: typer.Typer) -> None:
+    """Add `bridge` and `worker` to the CLI."""
+
+    @app.command()
+    def bridge(
+        kafka_url: KafkaOpt = None,
+        mqtt_url: Annotated[
+            str | None, typer.Option("--mqtt-url", help="mqtt://user:pass@host:port")
+        ] = None,
+        duration: Annotated[float | None, typer.Option("--duration", help="stop after S")] = None,
+    ) -> None:
+        """Carry PMU frames MQTT -> Kafka (batched per area) and results Kafka -> MQTT."""
+        from dsotp_streams.runtime.bridge import Bridge
+
+        base = Settings()
+        mqtt = base.mqtt if mqtt_url is None else base.mqtt.model_copy(update={"url": mqtt_url})
+        settings = _settings(kafka_url, mqtt=mqtt)
+
+        async def serve() -> None:
+            stop = asyncio.Event()
+            loop = asyncio.get_running_loop()
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                loop.add_signal_handler(sig, stop.set)
+            if duration is not None:
+                loop.call_later(duration, stop.set)
+            service = Bridge(settings=settings, endpoint=endpoint_from_settings(settings.mqtt))
+            await service.run(stop)
+            stats = service.stats
+            console.print(
+                f"bridge: {stats.frames_in} frames in, {stats.frames_out} to Kafka in "
+                f"{stats.batches_out} batches, {stats.dead_letters} dead letters, "
+                f"{stats.results_out} results to MQTT ({stats.duplicates_dropped} duplicates "
+                "dropped)"
+            )
+
+        asyncio.run(serve())
+
+    @app.command()
+    def worker(
+        kafka_url: KafkaOpt = None,
+        agents_dir: Annotated[
+            Path | None, typer.Option("--agents-dir", help="the agent specs to serve")
+        ] = None,
+    ) -> None:
+        """A faust worker serving every area of the agent specs (Kafka consumer group)."""
+        import faust
+
+        from dsotp_streams.runtime.scaleout import create_worker
+
+        settings = _settings(kafka_url, agents_dir=agents_dir)
+        service = create_worker(settings)
+        runner = faust.Worker(
+            service.app,
+            loglevel=settings.log_level.upper(),
+            quiet=True,
+            redirect_stdouts=False,
+        )
+        runner.execute_from_commandline()

@@ -1,0 +1,316 @@
+"""The MQTT <-> Kafka bridge of the scale-out runtime.
+
+Inbound, PMU frames from `<prefix>/<area>/pmu/<device>` are validated (invalid ones go to the
+dead-letter topics with the reason) and batched per area into one Kafka record keyed by area, so
+that an area stays on one partition and a worker handles tens of frames per record. A frame is
+acknowledged to the MQTT broker only after Kafka has acknowledged its batch: a bridge that dies in
+between gets it again from its persistent session (at least once).
+
+Outbound, results (state, forecast, FLISR, dead letters) go from Kafka to the area's MQTT topics.
+Estimates and FLISR events are keyed by area and window: one already passed on (a replay after a
+worker failover) is dropped here, so MQTT subscribers see each window once."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+from collections import defaultdict
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+import aiomqtt
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka.errors import KafkaError
+
+from dsotp_streams.adapters.kafka import FETCH_MAX_WAIT_MS, KafkaTopics, client_options
+from dsotp_streams.adapters.mqtt import MqttEndpoint, Topics, ack, connect
+from dsotp_streams.contracts.frames import parse_frame
+from dsotp_streams.contracts.messages import BridgedFrame, DeadLetter, FrameBatch
+from dsotp_streams.errors import FrameError, TransportError
+from dsotp_streams.settings import Settings
+
+__all__ = ["Bridge", "BridgeStats"]
+
+log = logging.getLogger(__name__)
+
+
+def _utcnow() -> datetime:
+    return datetime.now(tz=UTC)
+
+
+@dataclass
+class BridgeStats:
+    """What the bridge has carried."""
+
+    frames_in: int = 0
+    frames_out: int = 0
+    batches_out: int = 0
+    dead_letters: int = 0
+    results_out: int = 0
+    duplicates_dropped: int = 0
+    reconnects: int = 0
+    lag_ms: float = 0.0
+
+
+@dataclass
+class _Pending:
+    area: str
+    item: BridgedFrame
+    message: aiomqtt.Message
+
+
+# the time that identifies a result, per Kafka topic kind: one per area and value
+_RESULT_TIME = {"state": "window_start", "flisr": "window_start", "forecast": "issued_at"}
+
+
+class Bridge:
+    """Carry frames MQTT -> Kafka and results Kafka -> MQTT until stopped."""
+
+    def __init__(self, *, settings: Settings, endpoint: MqttEndpoint) -> None:
+        self.settings = settings
+        self.endpoint = endpoint
+        self.topics = KafkaTopics(settings.kafka.topic_prefix)
+        self.stats = BridgeStats()
+        self.ready = asyncio.Event()
+        self._producer: AIOKafkaProducer | None = None
+        self._pending: list[_Pending] = []
+        self._flush_now = asyncio.Event()
+        self._mqtt: aiomqtt.Client | None = None
+        self._outbound: aiomqtt.Client | None = None
+        self._last_sent: dict[tuple[str, str], datetime] = {}
+        self._inbound_ready = asyncio.Event()
+        self._outbound_ready = asyncio.Event()
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Run both directions; return when stop is set (pending frames are sent first)."""
+        producer = AIOKafkaProducer(
+            **client_options(self.settings.kafka), acks="all", linger_ms=2, max_batch_size=1 << 20
+        )
+        try:
+            await producer.start()
+        except KafkaError as exc:
+            raise TransportError(f"Kafka {self.settings.kafka.url}: {exc}") from exc
+        self._producer = producer
+        tasks = [
+            asyncio.create_task(self._inbound(stop), name="bridge-in"),
+            asyncio.create_task(self._outbound_loop(stop), name="bridge-out"),
+            asyncio.create_task(self._signal_ready(), name="bridge-ready"),
+        ]
+        try:
+            await stop.wait()
+        finally:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            await producer.stop()
+
+    async def _signal_ready(self) -> None:
+        await self._inbound_ready.wait()
+        await self._outbound_ready.wait()
+        self.ready.set()
+
+    # ---- MQTT -> Kafka ---------------------------------------------------------------------
+
+    async def _inbound(self, stop: asyncio.Event) -> None:
+        backoff = 0.2
+        while not stop.is_set():
+            try:
+                await self._inbound_connected()
+                backoff = 0.2
+            except TransportError as exc:
+                self._mqtt = None
+                self.stats.reconnects += 1
+                log.warning("bridge: MQTT lost (%s); reconnecting in %.1f s", exc, backoff)
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, self.settings.mqtt.reconnect_backoff_max_s)
+
+    async def _inbound_connected(self) -> None:
+        mqtt = self.settings.mqtt
+        async with connect(
+            self.endpoint,
+            client_id=f"{mqtt.client_id_prefix}-bridge-in",
+            clean_session=False,
+            keepalive_s=mqtt.keepalive_s,
+            manual_ack=True,
+        ) as client:
+            self._mqtt = client
+            self._pending.clear()  # unacknowledged: the broker sends them again
+            await client.subscribe(f"{mqtt.topic_prefix}/+/pmu/+", qos=mqtt.qos)
+            self._inbound_ready.set()
+            flusher = asyncio.create_task(self._flush_loop(client), name="bridge-flush")
+            try:
+                async for message in client.messages:
+                    await self._receive(client, message)
+                    if len(self._pending) >= self.settings.bridge.max_unacked:
+                        self._flush_now.set()
+            except aiomqtt.MqttError as exc:
+                raise TransportError(str(exc)) from exc
+            finally:
+                flusher.cancel()
+                await asyncio.gather(flusher, return_exceptions=True)
+
+    async def _receive(self, client: aiomqtt.Client, message: aiomqtt.Message) -> None:
+        topic = str(message.topic)
+        self.stats.frames_in += 1
+        area = topic.split("/")[1]
+        payload = message.payload
+        raw = payload if isinstance(payload, bytes | bytearray) else str(payload).encode()
+        reason = None
+        if len(raw) > self.settings.mqtt.max_payload_bytes:
+            reason = f"payload of {len(raw)} bytes exceeds the limit"
+        else:
+            try:
+                parse_frame(bytes(raw))
+            except FrameError as exc:
+                reason = f"invalid frame: {exc}"
+        if reason is not None:
+            await self._dead_letter(client, area, topic, bytes(raw), reason)
+            ack(client, message)
+            return
+        item = BridgedFrame(topic=topic, payload=bytes(raw).decode(), received_at=_utcnow())
+        self._pending.append(_Pending(area, item, message))
+
+    async def _dead_letter(
+        self, client: aiomqtt.Client, area: str, topic: str, raw: bytes, reason: str
+    ) -> None:
+        self.stats.dead_letters += 1
+        letter = DeadLetter(
+            topic=topic,
+            reason=reason,
+            received_at=_utcnow(),
+            payload=raw[:4096].decode("utf-8", errors="replace"),
+        ).model_dump_json()
+        await self._send_kafka(self.topics.deadletter, area, letter.encode())
+        prefix = self.settings.mqtt.topic_prefix
+        await client.publish(Topics(prefix, area).deadletter, letter, qos=1)
+
+    async def _send_kafka(self, topic: str, key: str, value: bytes) -> None:
+        assert self._producer is not None
+        try:
+            await self._producer.send_and_wait(topic, value, key=key.encode())
+        except KafkaError as exc:
+            raise TransportError(f"Kafka send to {topic}: {exc}") from exc
+
+    async def _flush_loop(self, client: aiomqtt.Client) -> None:
+        interval = self.settings.bridge.batch_ms / 1000.0
+        while True:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._flush_now.wait(), timeout=interval)
+            self._flush_now.clear()
+            if self._pending:
+                await self._flush(client)
+
+    async def _flush(self, client: aiomqtt.Client) -> None:
+        """Send the pending frames as one record per area (and chunk); ack them on MQTT after
+        Kafka acknowledged."""
+        pending, self._pending = self._pending, []
+        by_area: dict[str, list[_Pending]] = defaultdict(list)
+        for entry in pending:
+            by_area[entry.area].append(entry)
+        assert self._producer is not None
+        size = self.settings.bridge.batch_max_frames
+        futures = []
+        try:
+            for area, entries in by_area.items():
+                for start in range(0, len(entries), size):
+                    chunk = entries[start : start + size]
+                    batch = FrameBatch(area=area, frames=[e.item for e in chunk])
+                    futures.append(
+                        await self._producer.send(
+                            self.topics.frames,
+                            batch.model_dump_json().encode(),
+                            key=area.encode(),
+                        )
+                    )
+            await asyncio.gather(*futures)
+        except KafkaError as exc:
+            # not acknowledged: after reconnecting, the broker delivers them again
+            raise TransportError(f"Kafka send to {self.topics.frames}: {exc}") from exc
+        self.stats.batches_out += len(futures)
+        self.stats.frames_out += len(pending)
+        for entry in pending:
+            ack(client, entry.message)
+
+    # ---- Kafka -> MQTT ---------------------------------------------------------------------
+
+    async def _outbound_loop(self, stop: asyncio.Event) -> None:
+        backoff = 0.2
+        while not stop.is_set():
+            try:
+                await self._outbound_connected()
+                backoff = 0.2
+            except TransportError as exc:
+                self.stats.reconnects += 1
+                log.warning("bridge: results path lost (%s); retrying in %.1f s", exc, backoff)
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, self.settings.mqtt.reconnect_backoff_max_s)
+
+    async def _outbound_connected(self) -> None:
+        kafka = self.settings.kafka
+        consumer = AIOKafkaConsumer(
+            *self.topics.results,
+            **client_options(kafka),
+            group_id=f"{kafka.group}-bridge",
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            fetch_max_wait_ms=FETCH_MAX_WAIT_MS,
+            session_timeout_ms=round(max(kafka.session_timeout_s, 6.0) * 1000),
+            heartbeat_interval_ms=round(kafka.heartbeat_interval_s * 1000),
+        )
+        try:
+            await consumer.start()
+        except KafkaError as exc:
+            raise TransportError(f"Kafka {kafka.url}: {exc}") from exc
+        mqtt = self.settings.mqtt
+        try:
+            async with connect(
+                self.endpoint,
+                client_id=f"{mqtt.client_id_prefix}-bridge-out",
+                keepalive_s=mqtt.keepalive_s,
+            ) as client:
+                self._outbound = client
+                self._outbound_ready.set()
+                while True:
+                    batches = await consumer.getmany(timeout_ms=200, max_records=2000)
+                    for tp, records in batches.items():
+                        kind = tp.topic.rsplit(".", 1)[-1]
+                        for record in records:
+                            area = record.key.decode() if record.key else "unknown"
+                            await self._publish_result(client, kind, area, record.value or b"")
+                    if batches:
+                        await consumer.commit()
+        except (KafkaError, aiomqtt.MqttError) as exc:
+            raise TransportError(f"results path: {exc}") from exc
+        finally:
+            self._outbound = None
+            await consumer.stop()
+
+    async def _publish_result(
+        self, client: aiomqtt.Client, kind: str, area: str, value: bytes
+    ) -> None:
+        field = _RESULT_TIME.get(kind)
+        stamp: datetime | None = None
+        if field is not None:
+            try:
+                stamp = datetime.fromisoformat(str(json.loads(value)[field]))
+            except (ValueError, KeyError, TypeError):
+                stamp = None
+            last = self._last_sent.get((kind, area))
+            if stamp is not None and last is not None and stamp <= last:
+                self.stats.duplicates_dropped += 1
+                return
+        topics = Topics(self.settings.mqtt.topic_prefix, area)
+        target = {
+            "state": topics.state,
+            "forecast": topics.forecast,
+            "flisr": topics.flisr,
+            "deadletter": topics.deadletter,
+        }[kind]
+        await client.publish(target, value, qos=self.settings.mqtt.qos)
+        self.stats.results_out += 1
+        if stamp is not None:
+            self._last_sent[(kind, area)] = stamp
+            if kind == "state":
+                self.stats.lag_ms = (_utcnow() - stamp) / timedelta(milliseconds=1)

@@ -1,0 +1,349 @@
+"""The scale-out runtime: the area agents as a faust-streaming application on Kafka.
+
+Topology (every record keyed by area, every topic with the same partition count, so an area's
+frames, its table entry and its results share one partition and one worker):
+
+    <prefix>.frames  --(agent `areas`: intake -> align -> estimate, forecast, FLISR)-->
+    <prefix>.state, <prefix>.forecast, <prefix>.flisr, <prefix>.deadletter
+
+The bridge batches frames per area (tens per record), so the per-record cost of faust is paid
+per batch, not per frame. The numerical work is the same `FrameIntake` and `WindowProcessor` the
+embedded runtime runs; estimation runs in a thread, off the event loop.
+
+Failover. A frame batch is acknowledged (its offset may be committed) only when every window it
+fed has been closed, estimated and its results acknowledged by Kafka. A worker that dies leaves
+its open windows' batches uncommitted: the worker that takes over the partition reads them again
+and rebuilds those windows from the log, the durable copy. The table `<group>-emitted` (with its
+changelog) holds the newest window each area has published, so the new owner does not estimate
+again what was already published; should the table lag (tansu's changelog recovery may miss its
+tail), the bridge drops results it has already passed on, keyed by area and window."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import deque
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import faust
+from faust.transport.drivers import aiokafka as faust_aiokafka
+from faust.types import TP, EventT, StreamT, TransportT
+
+from dsotp_streams.adapters.grids import load_grid
+from dsotp_streams.adapters.kafka import (
+    FETCH_MAX_WAIT_MS,
+    KafkaTopics,
+    bootstrap_servers,
+    ssl_context,
+)
+from dsotp_streams.contracts.agent import AgentSpec, load_agent_spec
+from dsotp_streams.contracts.messages import DeadLetter, EstimateStatus, FrameBatch
+from dsotp_streams.core.alignment import slot_of
+from dsotp_streams.errors import SpecError
+from dsotp_streams.runtime.embedded import PipelineStats
+from dsotp_streams.runtime.stages import FrameIntake, WindowProcessor
+from dsotp_streams.settings import KafkaSettings, Settings
+
+__all__ = ["KafkaWorker", "create_worker", "load_areas"]
+
+log = logging.getLogger(__name__)
+
+
+def _utcnow() -> datetime:
+    return datetime.now(tz=UTC)
+
+
+@dataclass
+class _Area:
+    """One area served by this worker."""
+
+    intake: FrameIntake
+    processor: WindowProcessor
+    partition: int
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    # frame batches not yet acknowledged, with the newest slot each fed
+    unacked: deque[tuple[EventT[Any], int | None]] = field(default_factory=deque)
+    stats: PipelineStats = field(default_factory=PipelineStats)
+
+
+def load_areas(settings: Settings) -> dict[str, tuple[AgentSpec, Path]]:
+    """Every agent spec in `settings.agents_dir`, by area (one spec per area)."""
+    folder = settings.agents_dir
+    found: dict[str, tuple[AgentSpec, Path]] = {}
+    for path in sorted(folder.glob("*.yaml")):
+        spec = load_agent_spec(path)
+        if spec.area in found:
+            raise SpecError(f"area {spec.area!r} is specified twice: {found[spec.area][1]}, {path}")
+        found[spec.area] = (spec, path)
+    if not found:
+        raise SpecError(f"no agent specs (*.yaml) in {folder}")
+    return found
+
+
+def _credentials(kafka: KafkaSettings) -> Any:
+    context = ssl_context(kafka)
+    if kafka.security_protocol.startswith("SASL"):
+        return faust.SASLCredentials(
+            username=kafka.sasl_username,
+            password=kafka.sasl_password.get_secret_value() if kafka.sasl_password else None,
+            ssl_context=context,
+            mechanism=kafka.sasl_mechanism,
+        )
+    if context is not None:
+        return faust.SSLCredentials(context)
+    return None
+
+
+class _ConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
+    """faust's consumer with a short fetch wait (faust fixes it at 1.5 s; see FETCH_MAX_WAIT_MS)."""
+
+    def _create_worker_consumer(self, transport: faust_aiokafka.Transport) -> Any:
+        consumer = super()._create_worker_consumer(transport)
+        consumer._fetch_max_wait_ms = FETCH_MAX_WAIT_MS
+        return consumer
+
+
+class _Consumer(faust_aiokafka.Consumer):
+    def _new_consumer_thread(self) -> faust_aiokafka.AIOKafkaConsumerThread:
+        return _ConsumerThread(self, loop=self.loop, beacon=self.beacon)
+
+
+class _Transport(faust_aiokafka.Transport):
+    Consumer = _Consumer
+
+
+class _App(faust.App):
+    def _new_transport(self) -> TransportT:
+        return _Transport(self.conf.broker_consumer, self)
+
+
+class KafkaWorker:
+    """A faust app serving the areas of `settings.agents_dir`; built by `create_worker`."""
+
+    def __init__(self, settings: Settings, specs: dict[str, tuple[AgentSpec, Path]]) -> None:
+        self.settings = settings
+        self.specs = specs
+        # every grid now, not on an area's first record: any area may move here at any time
+        self.grids = {
+            name: load_grid(spec.grid, base_dir=path.parent, data_dir=settings.data_dir)
+            for name, (spec, path) in specs.items()
+        }
+        kafka = settings.kafka
+        self.topics = KafkaTopics(kafka.topic_prefix)
+        servers = bootstrap_servers(kafka.url)
+        self.app = _App(
+            kafka.group,
+            broker=";".join(f"kafka://{server}" for server in servers),
+            broker_credentials=_credentials(kafka),
+            topic_partitions=kafka.partitions,
+            topic_replication_factor=kafka.replication,
+            broker_session_timeout=kafka.session_timeout_s,
+            broker_heartbeat_interval=kafka.heartbeat_interval_s,
+            consumer_auto_offset_reset="earliest",
+            producer_acks=-1,
+            web_enabled=kafka.web_port is not None,
+            web_bind="127.0.0.1",
+            web_port=kafka.web_port or 6066,
+            datadir=str(kafka.data_dir),
+            store="memory://",
+            autodiscover=False,
+            stream_wait_empty=False,
+            table_standby_replicas=0,
+            logging_config=None,
+        )
+        self.stats = PipelineStats()
+        self.replayed_windows = 0
+        self._areas: dict[str, _Area] = {}
+        self._stream: Any = None
+        raw: dict[str, Any] = {
+            "key_type": bytes,
+            "value_type": bytes,
+            "key_serializer": "raw",
+            "value_serializer": "raw",
+            "partitions": kafka.partitions,
+            "internal": True,
+        }
+        self.frames = self.app.topic(self.topics.frames, **raw)
+        self.state_topic = self.app.topic(self.topics.state, **raw)
+        self.forecast_topic = self.app.topic(self.topics.forecast, **raw)
+        self.flisr_topic = self.app.topic(self.topics.flisr, **raw)
+        self.deadletter_topic = self.app.topic(self.topics.deadletter, **raw)
+        self.emitted = self.app.Table(
+            f"{kafka.group}-emitted",
+            default=int,
+            partitions=kafka.partitions,
+            key_type=bytes,  # raw keys: the same partition as the area's frames
+            value_type=int,
+            use_partitioner=True,
+        )
+        self.app.agent(self.frames, name="areas")(self._agent)
+        self.app.timer(interval=self._tick_interval())(self._tick)
+        self.app.on_partitions_revoked.connect(self._on_revoked)  # type: ignore[arg-type]
+
+    def _tick_interval(self) -> float:
+        rates = [spec.window.rate_hz for spec, _path in self.specs.values()]
+        return max(0.01, 0.5 / max(rates))
+
+    # ---- areas -------------------------------------------------------------------------------
+
+    def _area(self, name: str, partition: int) -> _Area | None:
+        area = self._areas.get(name)
+        if area is not None:
+            area.partition = partition
+            return area
+        entry = self.specs.get(name)
+        if entry is None:
+            return None
+        spec, path = entry
+        grid = self.grids[name]
+        intake = FrameIntake(
+            spec,
+            grid,
+            max_payload_bytes=self.settings.mqtt.max_payload_bytes,
+            # the frames' own clock: windows do not depend on transit delays, and a partition
+            # read again after a failover gives the same windows as the first time
+            event_time=True,
+        )
+        area = _Area(intake, WindowProcessor(spec, grid, path.parent), partition)
+        self._areas[name] = area
+        log.info("worker: serving area %s (partition %d)", name, partition)
+        return area
+
+    async def _on_revoked(self, sender: Any, revoked: set[TP], **_kwargs: Any) -> None:
+        """Partitions moved away: forget their areas (their open windows live on in the log)."""
+        gone = {tp.partition for tp in revoked if tp.topic == self.topics.frames}
+        for name in [n for n, a in self._areas.items() if a.partition in gone]:
+            del self._areas[name]
+            log.info("worker: area %s moved away", name)
+
+    # ---- the agent ---------------------------------------------------------------------------
+
+    async def _agent(self, stream: StreamT[Any]) -> None:
+        manual: Any = stream.noack()  # type: ignore[attr-defined]
+        self._stream = manual
+        async for event in manual.events():
+            try:
+                await self._on_batch(event)
+            except Exception:  # one record never stops the worker
+                self.stats.processing_errors += 1
+                log.exception("worker: a frame batch could not be handled")
+                await manual.ack(event)
+
+    async def _on_batch(self, event: EventT[Any]) -> None:
+        assert self._stream is not None
+        key = event.key if isinstance(event.key, bytes) else b""
+        try:
+            batch = FrameBatch.model_validate_json(event.value)
+        except ValueError as exc:
+            await self._dead_letter(key.decode(errors="replace"), "kafka", b"", f"bad batch: {exc}")
+            await self._stream.ack(event)
+            return
+        area = self._area(batch.area, event.message.partition)
+        if area is None:
+            for item in batch.frames:
+                reason = f"no agent spec for area {batch.area!r}"
+                await self._dead_letter(batch.area, item.topic, item.payload.encode(), reason)
+            await self._stream.ack(event)
+            return
+        async with area.lock:
+            newest: int | None = None
+            for item in batch.frames:
+                raw = item.payload.encode()
+                result = area.intake.offer(raw)
+                self._count(area, result.counter)
+                if result.reason is not None:
+                    await self._dead_letter(
+                        batch.area, item.topic, raw, result.reason, result.device
+                    )
+                elif result.frame is not None:
+                    slot = slot_of(result.frame.timestamp, period_ns=area.intake.aligner.period_ns)
+                    newest = slot if newest is None else max(newest, slot)
+            area.unacked.append((event, newest))
+            await self._close(batch.area, area)
+
+    def _count(self, area: _Area, counter: str) -> None:
+        for stats in (area.stats, self.stats):
+            stats.messages_in += 1
+            setattr(stats, counter, getattr(stats, counter) + 1)
+
+    async def _tick(self) -> None:
+        for name, area in list(self._areas.items()):
+            async with area.lock:
+                if self._areas.get(name) is area:
+                    await self._close(name, area)
+
+    async def _close(self, name: str, area: _Area) -> None:
+        """Estimate the windows ready to close, publish their results, then acknowledge every
+        batch whose frames all lie in closed windows."""
+        key = name.encode()
+        for window in area.intake.poll():
+            slot = slot_of(window.window_start, period_ns=area.intake.aligner.period_ns)
+            self.stats.windows += 1
+            if window.missing_devices:
+                self.stats.windows_incomplete += 1
+            if slot <= int(self.emitted[key]):
+                self.replayed_windows += 1  # published before a failover
+                continue
+            processed = await area.processor.process(window)
+            estimate = processed.estimate
+            sends = [
+                await self.state_topic.send(key=key, value=estimate.model_dump_json().encode())
+            ]
+            if processed.forecast is not None:
+                sends.append(
+                    await self.forecast_topic.send(
+                        key=key, value=processed.forecast.model_dump_json().encode()
+                    )
+                )
+            if processed.flisr is not None:
+                sends.append(
+                    await self.flisr_topic.send(
+                        key=key, value=processed.flisr.model_dump_json().encode()
+                    )
+                )
+            await asyncio.gather(*sends)
+            self.stats.estimates_published += 1
+            if estimate.status is EstimateStatus.OK:
+                self.stats.estimates_ok += 1
+            else:
+                self.stats.estimates_failed += 1
+            self.stats.estimate_ms = estimate.runtime_ms
+            self.emitted[key] = slot
+        last = area.intake.aligner.last_closed
+        assert self._stream is not None
+        while area.unacked:
+            event, newest = area.unacked[0]
+            if newest is not None and (last is None or newest > last):
+                break
+            area.unacked.popleft()
+            await self._stream.ack(event)
+
+    async def _dead_letter(
+        self, area: str, topic: str, raw: bytes, reason: str, device: str | None = None
+    ) -> None:
+        self.stats.dead_letters += 1
+        letter = DeadLetter(
+            topic=topic,
+            reason=reason,
+            received_at=_utcnow(),
+            payload=raw[:4096].decode("utf-8", errors="replace"),
+            device=device,
+        )
+        await self.deadletter_topic.send(key=area.encode(), value=letter.model_dump_json().encode())
+
+    def snapshot(self) -> dict[str, Any]:
+        """Counters of this worker, for logs and the status report."""
+        return {
+            "areas": sorted(self._areas),
+            "replayed_windows": self.replayed_windows,
+            **asdict(self.stats),
+        }
+
+
+def create_worker(settings: Settings) -> KafkaWorker:
+    """The faust worker app for the agent specs in `settings.agents_dir` (nothing connects or
+    runs until `faust.Worker(worker.app).execute_from_commandline()`)."""
+    return KafkaWorker(settings, load_areas(settings))
