@@ -9,12 +9,14 @@ has already passed on); on Apache Kafka the table alone keeps the workers from r
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import os
 import signal
 import subprocess
 import sys
 from collections import Counter, defaultdict
+from collections.abc import Callable
 from datetime import datetime, timedelta
 from pathlib import Path
 
@@ -47,7 +49,9 @@ def write_specs(folder: Path) -> Path:
     return folder
 
 
-def start_worker(settings: Settings, name: str, folder: Path) -> tuple[subprocess.Popen[bytes], Path]:
+def start_worker(
+    settings: Settings, name: str, folder: Path
+) -> tuple[subprocess.Popen[bytes], Path]:
     log = folder / f"{name}.log"
     env = {
         **os.environ,
@@ -110,9 +114,7 @@ def test_two_workers_estimate_every_window_once_through_a_worker_kill(
         repeated = [str(ts) for ts, n in counts.items() if n > 1]
         assert not repeated, f"{area}: windows published twice: {repeated[:5]}"
         ordered = sorted(counts)
-        gaps = [
-            str(a) for a, b in zip(ordered, ordered[1:], strict=False) if b - a != period
-        ]
+        gaps = [str(a) for a, b in itertools.pairwise(ordered) if b - a != period]
         assert not gaps, f"{area}: windows missing after {gaps[:5]}; {bridge}; {ordered[:3]}"
         assert len(ordered) == emulated[area], (area, len(ordered), emulated[area])
         statuses = Counter(s["status"] for s in states[area])
@@ -131,6 +133,13 @@ async def _run(
     states: dict[str, list[dict[str, object]]] = defaultdict(list)
     letters: list[dict[str, object]] = []
     subscribed = asyncio.Event()
+    arrived = asyncio.Event()
+
+    async def until(condition: Callable[[], bool], timeout_s: float) -> None:
+        async with asyncio.timeout(timeout_s):
+            while not condition():
+                arrived.clear()
+                await arrived.wait()
 
     async def subscribe() -> None:
         async with connect(endpoint, client_id=f"{settings.mqtt.client_id_prefix}-test") as client:
@@ -143,6 +152,7 @@ async def _run(
                     letters.append(json.loads(message.payload))
                 else:
                     states[area].append(json.loads(message.payload))
+                    arrived.set()
 
     stop = asyncio.Event()
     bridge = Bridge(settings=settings, endpoint=endpoint)
@@ -159,9 +169,7 @@ async def _run(
     emulating = [asyncio.create_task(e.run(emulate_stop)) for e in emulators]
     try:
         # both workers up and serving: every area estimated
-        async with asyncio.timeout(60):
-            while not all(states[a] for a in AREAS):
-                await asyncio.sleep(0.2)
+        await until(lambda: all(states[a] for a in AREAS), 60)
         await asyncio.sleep(3.0)
         (victim, victim_log), _other = workers[0], workers[1]
         victim_areas = served_areas(victim_log)
@@ -172,9 +180,10 @@ async def _run(
         await asyncio.gather(*emulating)
         emulated = {e.spec.area: e.stats.instants for e in emulators}
         # wait for the last windows
-        async with asyncio.timeout(30):
-            while any(len({s["window_start"] for s in states[a]}) < emulated[a] for a in AREAS):
-                await asyncio.sleep(0.2)
+        await until(
+            lambda: all(len({s["window_start"] for s in states[a]}) >= emulated[a] for a in AREAS),
+            30,
+        )
         await asyncio.sleep(2.0)  # anything published twice would come now
     finally:
         emulate_stop.set()
