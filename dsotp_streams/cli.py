@@ -259,11 +259,14 @@ def _pipeline(
         settings=settings,
         endpoint=endpoint,
         sinks=outputs.sinks,
-        listeners=outputs.attach(spec.area, grid),
+        listeners=outputs.attach(spec, grid),
     )
     if outputs.live:
         pipeline.flisr_listeners.append(outputs.hub.publish_flisr)
     outputs.counters = lambda: _counters(pipeline.stats)
+    outputs.runtime_counters[spec.area] = lambda: {
+        k: float(v) for k, v in asdict(pipeline.stats).items()
+    }
     return pipeline
 
 

@@ -1,4 +1,4 @@
-"""Scale-out commands of `dsotp`: the MQTT <-> Kafka bridge and the faust workers."""
+"""Service commands of `dsotp`: the MQTT <-> Kafka bridge, the faust workers, the REST API."""
 
 from __future__ import annotations
 
@@ -40,7 +40,49 @@ def _settings(kafka_url: str | None, **update: object) -> Settings:
 
 
 def register(app: typer.Typer) -> None:
-    """Add `bridge` and `worker` to the CLI."""
+    """Add `bridge`, `worker` and `api` to the CLI."""
+
+    @app.command()
+    def api(
+        store: Annotated[
+            Path | None, typer.Option("--store", help="DuckDB file to serve (read-only)")
+        ] = None,
+        agents_dir: Annotated[
+            Path | None, typer.Option("--agents-dir", help="the agent specs to list")
+        ] = None,
+        host: Annotated[str | None, typer.Option("--host")] = None,
+        port: Annotated[int | None, typer.Option("--port")] = None,
+        no_auth: Annotated[
+            bool, typer.Option("--no-auth", help="serve without a token (local use only)")
+        ] = False,
+        export_openapi: Annotated[
+            Path | None,
+            typer.Option("--export-openapi", help="write the OpenAPI document here and exit"),
+        ] = None,
+    ) -> None:
+        """The REST API over the store: areas, state, forecasts, FLISR, quality, metrics."""
+        import uvicorn
+
+        from dsotp_streams.adapters.store import DuckStore
+        from dsotp_streams.api.rest import create_api, openapi_document
+        from dsotp_streams.api.results import DuckResults
+        from dsotp_streams.contracts.agent import load_agent_specs
+        from dsotp_streams.errors import DsotpError
+
+        if export_openapi is not None:
+            export_openapi.write_text(openapi_document(), encoding="utf-8")
+            console.print(f"OpenAPI document written to {export_openapi}")
+            return
+        settings = _settings(None, agents_dir=agents_dir)
+        cfg = settings.api
+        token = cfg.token.get_secret_value() if cfg.token else None
+        if token is None and not no_auth:
+            raise DsotpError("set DSOTP_API__TOKEN (or pass --no-auth for local use)")
+        specs = {a: s for a, (s, _p) in load_agent_specs(settings.agents_dir).items()}
+        path = store or cfg.store_path or settings.store.path
+        results = DuckResults(DuckStore(path, read_only=True))
+        service = create_api(store=results, specs=specs, token=token, max_page=cfg.max_page)
+        uvicorn.run(service, host=host or cfg.host, port=port or cfg.port, log_level="warning")
 
     @app.command()
     def bridge(

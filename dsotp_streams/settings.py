@@ -9,6 +9,7 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 __all__ = [
+    "ApiSettings",
     "BridgeSettings",
     "InfluxSettings",
     "KafkaSettings",
@@ -152,6 +153,22 @@ class BridgeSettings(BaseModel):
     )
 
 
+class ApiSettings(BaseModel):
+    """The REST API (`dsotp api`; mounted without a token by `dsotp demo`)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    host: str = "127.0.0.1"
+    port: int = Field(default=8080, ge=1, le=65535)
+    token: SecretStr | None = Field(
+        default=None, description="bearer token every /v1 request must carry"
+    )
+    store_path: Path | None = Field(
+        default=None, description="DuckDB file to read (default: the store's path), read-only"
+    )
+    max_page: int = Field(default=1000, ge=1, description="largest `limit` of a page")
+
+
 class Settings(BaseSettings):
     """All settings of a dsotp process: environment `DSOTP_...`, nested `DSOTP_MQTT__PORT`."""
 
@@ -165,6 +182,7 @@ class Settings(BaseSettings):
     store: StoreSettings = StoreSettings()
     live: LiveSettings = LiveSettings()
     kafka: KafkaSettings = KafkaSettings()
+    api: ApiSettings = ApiSettings()
     bridge: BridgeSettings = BridgeSettings()
     agents_dir: Path = Field(
         default=Path("agents"), description="the agent specs a scale-out worker serves"

@@ -25,16 +25,18 @@ _SQL_TYPE = {float: "DOUBLE", int: "BIGINT", str: "VARCHAR"}
 class DuckStore:
     """Append rows, query them back."""
 
-    def __init__(self, path: Path | str) -> None:
+    def __init__(self, path: Path | str, *, read_only: bool = False) -> None:
         target = str(path)
-        if target != ":memory:":
+        if target != ":memory:" and not read_only:
             Path(target).parent.mkdir(parents=True, exist_ok=True)
         try:
-            self._con = duckdb.connect(target)
+            self._con = duckdb.connect(target, read_only=read_only)
         except duckdb.Error as exc:
             raise TransportError(f"cannot open the store {target}: {exc}") from exc
         self._lock = threading.Lock()
         self.path = target
+        if read_only:
+            return
         for m in SCHEMA.values():
             columns = ["ts_ns BIGINT NOT NULL", "time TIMESTAMPTZ NOT NULL"]
             columns += [f'"{tag}" VARCHAR' for tag in m.tags]

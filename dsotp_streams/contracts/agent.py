@@ -26,6 +26,7 @@ __all__ = [
     "VoltageBasis",
     "WindowSpec",
     "load_agent_spec",
+    "load_agent_specs",
 ]
 
 _TOPIC_SAFE = re.compile(r"^[A-Za-z0-9_.\-]+$")
@@ -240,3 +241,16 @@ def load_agent_spec(path: Path) -> AgentSpec:
         return AgentSpec.model_validate(raw)
     except ValidationError as exc:
         raise SpecError(f"invalid agent spec {path}: {exc}") from exc
+
+
+def load_agent_specs(folder: Path) -> dict[str, tuple[AgentSpec, Path]]:
+    """Every agent spec (`*.yaml`) in a folder, by area, with its file; one spec per area."""
+    found: dict[str, tuple[AgentSpec, Path]] = {}
+    for path in sorted(folder.glob("*.yaml")):
+        spec = load_agent_spec(path)
+        if spec.area in found:
+            raise SpecError(f"area {spec.area!r} is specified twice: {found[spec.area][1]}, {path}")
+        found[spec.area] = (spec, path)
+    if not found:
+        raise SpecError(f"no agent specs (*.yaml) in {folder}")
+    return found

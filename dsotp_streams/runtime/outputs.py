@@ -1,4 +1,5 @@
-"""Where results go besides MQTT: sinks (InfluxDB, DuckDB) and the live page, started together."""
+"""Where results go besides MQTT: sinks (InfluxDB, DuckDB), the live page and the REST API,
+started together."""
 
 from __future__ import annotations
 
@@ -12,6 +13,9 @@ from typing import Any
 
 from dsotp_streams.adapters.store import DuckStore
 from dsotp_streams.api.live import LiveHub, create_live_app
+from dsotp_streams.api.rest import create_api
+from dsotp_streams.api.results import DuckResults
+from dsotp_streams.contracts.agent import AgentSpec
 from dsotp_streams.contracts.messages import StateEstimate
 from dsotp_streams.core.grid import GridModel
 from dsotp_streams.errors import TransportError
@@ -32,6 +36,9 @@ class Outputs:
         self.sinks: list[RowSink] = []
         self.store: DuckStore | None = None
         self.counters: Callable[[], dict[str, Any]] = dict
+        # the REST API mounted at /api beside the page (no token: the embedded demo only)
+        self.specs: dict[str, AgentSpec] = {}
+        self.runtime_counters: dict[str, Callable[[], dict[str, float]]] = {}
         self.hub = LiveHub(history_s=settings.live.history_s, counters=lambda: self.counters())
         self.live_url: str | None = None
         self._stop = asyncio.Event()
@@ -52,8 +59,17 @@ class Outputs:
         import uvicorn
 
         cfg = self.settings.live
+        app = create_live_app(self.hub)
+        if self.store is not None:
+            api = create_api(
+                store=DuckResults(self.store),
+                specs=self.specs,
+                token=None,
+                counters=lambda: {a: f() for a, f in self.runtime_counters.items()},
+            )
+            app.mount("/api", api)
         config = uvicorn.Config(
-            create_live_app(self.hub),
+            app,
             host=cfg.host,
             port=cfg.port,
             log_level="warning",
@@ -74,11 +90,12 @@ class Outputs:
         self.live_url = f"http://{cfg.host}:{cfg.port}/"
         log.warning("live page at %s", self.live_url)
 
-    def attach(self, area: str, grid: GridModel) -> list[Callable[[StateEstimate], None]]:
-        """Register an area for the page; the listeners a pipeline should call."""
+    def attach(self, spec: AgentSpec, grid: GridModel) -> list[Callable[[StateEstimate], None]]:
+        """Register an area for the page and the API; the listeners a pipeline should call."""
+        self.specs[spec.area] = spec
         if not self.live:
             return []
-        self.hub.add_area(area, grid)
+        self.hub.add_area(spec.area, grid)
         return [self.hub.publish]
 
     def sink_stats(self) -> dict[str, dict[str, Any]]:

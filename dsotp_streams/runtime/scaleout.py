@@ -39,15 +39,14 @@ from dsotp_streams.adapters.kafka import (
     bootstrap_servers,
     ssl_context,
 )
-from dsotp_streams.contracts.agent import AgentSpec, load_agent_spec
+from dsotp_streams.contracts.agent import AgentSpec, load_agent_specs
 from dsotp_streams.contracts.messages import DeadLetter, EstimateStatus, FrameBatch
 from dsotp_streams.core.alignment import slot_of
-from dsotp_streams.errors import SpecError
 from dsotp_streams.runtime.embedded import PipelineStats
 from dsotp_streams.runtime.stages import FrameIntake, WindowProcessor
 from dsotp_streams.settings import KafkaSettings, Settings
 
-__all__ = ["KafkaWorker", "create_worker", "load_areas"]
+__all__ = ["KafkaWorker", "create_worker"]
 
 log = logging.getLogger(__name__)
 
@@ -67,20 +66,6 @@ class _Area:
     # frame batches not yet acknowledged, with the newest slot each fed
     unacked: deque[tuple[EventT[Any], int | None]] = field(default_factory=deque)
     stats: PipelineStats = field(default_factory=PipelineStats)
-
-
-def load_areas(settings: Settings) -> dict[str, tuple[AgentSpec, Path]]:
-    """Every agent spec in `settings.agents_dir`, by area (one spec per area)."""
-    folder = settings.agents_dir
-    found: dict[str, tuple[AgentSpec, Path]] = {}
-    for path in sorted(folder.glob("*.yaml")):
-        spec = load_agent_spec(path)
-        if spec.area in found:
-            raise SpecError(f"area {spec.area!r} is specified twice: {found[spec.area][1]}, {path}")
-        found[spec.area] = (spec, path)
-    if not found:
-        raise SpecError(f"no agent specs (*.yaml) in {folder}")
-    return found
 
 
 def _credentials(kafka: KafkaSettings) -> Any:
@@ -346,4 +331,4 @@ class KafkaWorker:
 def create_worker(settings: Settings) -> KafkaWorker:
     """The faust worker app for the agent specs in `settings.agents_dir` (nothing connects or
     runs until `faust.Worker(worker.app).execute_from_commandline()`)."""
-    return KafkaWorker(settings, load_areas(settings))
+    return KafkaWorker(settings, load_agent_specs(settings.agents_dir))
