@@ -45,7 +45,8 @@ def register(app: typer.Typer) -> None:
     @app.command()
     def api(
         store: Annotated[
-            Path | None, typer.Option("--store", help="DuckDB file to serve (read-only)")
+            Path | None,
+            typer.Option("--store", help="DuckDB file to serve (read-only; without InfluxDB)"),
         ] = None,
         agents_dir: Annotated[
             Path | None, typer.Option("--agents-dir", help="the agent specs to list")
@@ -63,9 +64,8 @@ def register(app: typer.Typer) -> None:
         """The REST API over the store: areas, state, forecasts, FLISR, quality, metrics."""
         import uvicorn
 
-        from dsotp_streams.adapters.store import DuckStore
         from dsotp_streams.api.rest import create_api, openapi_document
-        from dsotp_streams.api.results import DuckResults
+        from dsotp_streams.api.results import results_from_settings
         from dsotp_streams.contracts.agent import load_agent_specs
         from dsotp_streams.errors import DsotpError
 
@@ -79,8 +79,7 @@ def register(app: typer.Typer) -> None:
         if token is None and not no_auth:
             raise DsotpError("set DSOTP_API__TOKEN (or pass --no-auth for local use)")
         specs = {a: s for a, (s, _p) in load_agent_specs(settings.agents_dir).items()}
-        path = store or cfg.store_path or settings.store.path
-        results = DuckResults(DuckStore(path, read_only=True))
+        results = results_from_settings(settings, store)
         service = create_api(store=results, specs=specs, token=token, max_page=cfg.max_page)
         uvicorn.run(service, host=host or cfg.host, port=port or cfg.port, log_level="warning")
 

@@ -187,6 +187,9 @@ class Settings(BaseSettings):
     agents_dir: Path = Field(
         default=Path("agents"), description="the agent specs a scale-out worker serves"
     )
+    heartbeat_file: Path | None = Field(
+        default=None, description="bridge and worker touch it every 2 s (liveness probes)"
+    )
     agent_file: Path = Path("agents/cigre-mv.yaml")
     data_dir: Path = Field(default_factory=default_data_dir)
     log_level: str = "WARNING"

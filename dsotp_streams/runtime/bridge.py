@@ -29,6 +29,7 @@ from dsotp_streams.adapters.mqtt import MqttEndpoint, Topics, ack, connect
 from dsotp_streams.contracts.frames import parse_frame
 from dsotp_streams.contracts.messages import BridgedFrame, DeadLetter, FrameBatch
 from dsotp_streams.errors import FrameError, TransportError
+from dsotp_streams.runtime.stages import touch
 from dsotp_streams.settings import Settings
 
 __all__ = ["Bridge", "BridgeStats"]
@@ -97,6 +98,7 @@ class Bridge:
             asyncio.create_task(self._inbound(stop), name="bridge-in"),
             asyncio.create_task(self._outbound_loop(stop), name="bridge-out"),
             asyncio.create_task(self._signal_ready(), name="bridge-ready"),
+            asyncio.create_task(self._heartbeat(), name="bridge-heartbeat"),
         ]
         try:
             await stop.wait()
@@ -105,6 +107,15 @@ class Bridge:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
             await producer.stop()
+
+    async def _heartbeat(self) -> None:
+        """Touch the heartbeat file while both directions are connected; log the counters."""
+        while True:
+            await asyncio.sleep(2.0)
+            up = self._mqtt is not None and self._outbound is not None
+            if up and self.settings.heartbeat_file is not None:
+                touch(self.settings.heartbeat_file)
+            log.info("bridge: %s", self.stats)
 
     async def _signal_ready(self) -> None:
         await self._inbound_ready.wait()

@@ -41,9 +41,11 @@ from dsotp_streams.adapters.kafka import (
 )
 from dsotp_streams.contracts.agent import AgentSpec, load_agent_specs
 from dsotp_streams.contracts.messages import DeadLetter, EstimateStatus, FrameBatch
+from dsotp_streams.contracts.storage import rows_from_estimate, rows_from_flisr, rows_from_forecast
 from dsotp_streams.core.alignment import slot_of
 from dsotp_streams.runtime.embedded import PipelineStats
-from dsotp_streams.runtime.stages import FrameIntake, WindowProcessor
+from dsotp_streams.runtime.sinks import build_sinks
+from dsotp_streams.runtime.stages import FrameIntake, WindowProcessor, touch
 from dsotp_streams.settings import KafkaSettings, Settings
 
 __all__ = ["KafkaWorker", "create_worker"]
@@ -164,13 +166,28 @@ class KafkaWorker:
             value_type=int,
             use_partitioner=True,
         )
+        # InfluxDB sinks when configured (a DuckDB file cannot be shared by several workers)
+        no_store = settings.store.model_copy(update={"enabled": False})
+        self.sinks, _store = build_sinks(settings.model_copy(update={"store": no_store}))
+        self._sinks_stop = asyncio.Event()
         self.app.agent(self.frames, name="areas")(self._agent)
         self.app.timer(interval=self._tick_interval())(self._tick)
+        self.app.timer(interval=2.0)(self._heartbeat)
+        self.app.task(self._run_sinks)
         self.app.on_partitions_revoked.connect(self._on_revoked)  # type: ignore[arg-type]
 
     def _tick_interval(self) -> float:
         rates = [spec.window.rate_hz for spec, _path in self.specs.values()]
         return max(0.01, 0.5 / max(rates))
+
+    async def _run_sinks(self) -> None:
+        await asyncio.gather(*(sink.run(self._sinks_stop) for sink in self.sinks))
+
+    async def _heartbeat(self) -> None:
+        """Touch the heartbeat file (liveness probe) and log the counters."""
+        if self.settings.heartbeat_file is not None:
+            touch(self.settings.heartbeat_file)
+        log.info("worker: %s", self.snapshot())
 
     # ---- areas -------------------------------------------------------------------------------
 
@@ -290,6 +307,13 @@ class KafkaWorker:
                     )
                 )
             await asyncio.gather(*sends)
+            rows = list(rows_from_estimate(estimate))
+            if processed.forecast is not None:
+                rows += rows_from_forecast(processed.forecast)
+            if processed.flisr is not None:
+                rows += rows_from_flisr(processed.flisr)
+            for sink in self.sinks:
+                sink.submit(rows)
             self.stats.estimates_published += 1
             if estimate.status is EstimateStatus.OK:
                 self.stats.estimates_ok += 1

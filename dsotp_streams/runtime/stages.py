@@ -30,7 +30,14 @@ from dsotp_streams.core.grid import GridModel
 from dsotp_streams.core.validation import FrameCheck
 from dsotp_streams.errors import FrameError
 
-__all__ = ["FrameIntake", "Intake", "Processed", "WindowProcessor", "skipped_estimate"]
+__all__ = [
+    "FrameIntake",
+    "Intake",
+    "Processed",
+    "WindowProcessor",
+    "skipped_estimate",
+    "touch",
+]
 
 
 def _utcnow() -> datetime:
@@ -129,6 +136,12 @@ class FrameIntake:
     def flush(self) -> list[Window]:
         """Every open window, complete or not (at shutdown)."""
         return self.aligner.flush(now=_utcnow())
+
+
+def touch(path: Path) -> None:
+    """Set a heartbeat file's time to now (a liveness probe checks its age)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.touch()
 
 
 def skipped_estimate(window: Window, *, engine: str, reason: str) -> StateEstimate:

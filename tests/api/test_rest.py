@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -13,16 +15,19 @@ from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from schemathesis.checks import not_a_server_error
 
+from dsotp_streams.adapters.influx import InfluxV1Writer
 from dsotp_streams.adapters.store import DuckStore
 from dsotp_streams.api.rest import create_api, openapi_document
-from dsotp_streams.api.results import DuckResults
+from dsotp_streams.api.results import DuckResults, InfluxResults, ResultStore
 from dsotp_streams.contracts.agent import AgentSpec
 from dsotp_streams.contracts.messages import Window
-from dsotp_streams.contracts.storage import rows_from_estimate
+from dsotp_streams.contracts.storage import Row, rows_from_estimate
 from dsotp_streams.core.estimation import Estimator
 from dsotp_streams.core.grid import GridModel
 from dsotp_streams.emulator import PmuFleet
+from dsotp_streams.settings import InfluxSettings
 from tests.conftest import REPO
+from tests.integration.databases import InfluxServer
 
 TOKEN = "test-token-5f2c"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
@@ -30,29 +35,64 @@ WINDOWS = 12
 
 
 @pytest.fixture(scope="module")
-def filled(spec: AgentSpec, grid: GridModel, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A store file with 12 estimated windows of the last seconds."""
-    path = tmp_path_factory.mktemp("api") / "store.duckdb"
-    store = DuckStore(path)
+def rows(spec: AgentSpec, grid: GridModel) -> list[Row]:
+    """The rows of 12 estimated windows of the last seconds."""
     fleet = PmuFleet(spec, grid)
     estimator = Estimator(spec, grid)
     start = datetime.now(tz=UTC).replace(microsecond=0) - timedelta(seconds=5)
+    out: list[Row] = []
     for k in range(WINDOWS):
         ts = start + k * timedelta(milliseconds=100)
         frames = {f.device: f for f in fleet.step(ts).frames}
         window = Window(area=spec.area, window_start=ts, period_s=0.1, frames=frames, closed_at=ts)
-        store.append(list(rows_from_estimate(estimator.estimate(window), lag_ms=42.0)))
+        out += rows_from_estimate(estimator.estimate(window), lag_ms=42.0)
+    return out
+
+
+def duck_results(rows: list[Row], folder: Path) -> Iterator[ResultStore]:
+    store = DuckStore(folder / "store.duckdb")
+    store.append(rows)
     store.close()
-    return path
+    yield DuckResults(DuckStore(folder / "store.duckdb", read_only=True))
 
 
-@pytest.fixture(scope="module")
-def app(filled: Path, spec: AgentSpec) -> FastAPI:
-    store = DuckResults(DuckStore(filled, read_only=True))
-    return create_api(store=store, specs={spec.area: spec}, token=TOKEN, max_page=50)
+def influx_results(rows: list[Row], folder: Path) -> Iterator[ResultStore]:
+    server = InfluxServer(folder / "influx")
+    server.start()
+    try:
+        settings = InfluxSettings(url=server.url, database=server.database)
+        writer = InfluxV1Writer(settings)
+
+        async def write() -> None:
+            await writer.write(rows)
+            await writer.close()
+
+        asyncio.run(write())
+        yield InfluxResults(settings)
+    finally:
+        server.stop()
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(
+    scope="module",
+    params=[
+        pytest.param(duck_results, id="duckdb"),
+        pytest.param(influx_results, id="influxdb-1.6", marks=pytest.mark.broker),
+    ],
+)
+def app(
+    request: pytest.FixtureRequest,
+    rows: list[Row],
+    spec: AgentSpec,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[FastAPI]:
+    """The API over each real store the platform reads: DuckDB (demo) and InfluxDB (deployed)."""
+    backend: Callable[[list[Row], Path], Iterator[ResultStore]] = request.param
+    for store in backend(rows, tmp_path_factory.mktemp("api")):
+        yield create_api(store=store, specs={spec.area: spec}, token=TOKEN, max_page=50)
+
+
+@pytest.fixture
 def client(app: FastAPI) -> TestClient:
     return TestClient(app)
 
