@@ -43,78 +43,130 @@ def _stop(proc: subprocess.Popen[bytes]) -> None:
             proc.wait(timeout=5)
 
 
+class MosquittoProcess:
+    """Mosquitto on a fixed loopback port that can be stopped and started again (persistence
+    in its folder when asked), with a queue deep enough not to drop QoS 1 messages."""
+
+    def __init__(self, folder: Path, *, persistence: bool = False) -> None:
+        binary = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
+        assert Path(binary).exists(), "mosquitto is not installed: run scripts/test.sh"
+        self.binary = binary
+        self.folder = folder
+        self.port = free_port()
+        lines = [
+            f"listener {self.port} 127.0.0.1",
+            "allow_anonymous true",
+            "max_queued_messages 100000",
+            "max_inflight_messages 0",
+        ]
+        if persistence:
+            lines += ["persistence true", f"persistence_location {folder}/"]
+            if os.geteuid() == 0:
+                lines.append("user root")  # else it drops to `mosquitto`, who cannot write here
+        else:
+            lines.append("persistence false")
+        self.conf = folder / "mosquitto.conf"
+        self.conf.write_text("\n".join(lines) + "\n", encoding="utf-8")
+        self.log = folder / "mosquitto.log"
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def endpoint(self) -> MqttEndpoint:
+        return MqttEndpoint("127.0.0.1", self.port)
+
+    def start(self) -> None:
+        with self.log.open("ab") as out:
+            self.proc = subprocess.Popen(
+                [self.binary, "-c", str(self.conf)],
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        _wait_port(self.port, timeout_s=10, proc=self.proc, log=self.log)
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            _stop(self.proc)
+            self.proc = None
+
+
 @pytest.fixture(scope="session")
 def mosquitto(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MqttEndpoint]:
     """Mosquitto on a free loopback port, with a queue deep enough not to drop QoS 1 messages."""
-    binary = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
-    assert Path(binary).exists(), "mosquitto is not installed: run scripts/test.sh"
-    folder = tmp_path_factory.mktemp("mosquitto")
-    port = free_port()
-    conf = folder / "mosquitto.conf"
-    conf.write_text(
-        f"listener {port} 127.0.0.1\n"
-        "allow_anonymous true\n"
-        "persistence false\n"
-        "max_queued_messages 100000\n"
-        "max_inflight_messages 0\n",
-        encoding="utf-8",
-    )
-    log = folder / "mosquitto.log"
-    with log.open("wb") as out:
-        proc = subprocess.Popen(
-            [binary, "-c", str(conf)], stdout=out, stderr=subprocess.STDOUT, start_new_session=True
-        )
+    broker = MosquittoProcess(tmp_path_factory.mktemp("mosquitto"))
+    broker.start()
     try:
-        _wait_port(port, timeout_s=10, proc=proc, log=log)
-        yield MqttEndpoint("127.0.0.1", port)
+        yield broker.endpoint
     finally:
-        _stop(proc)
+        broker.stop()
+
+
+class RabbitProcess:
+    """RabbitMQ with its MQTT plugin, node kept on loopback, state in a folder (so a restart
+    keeps durable sessions), credentials dsotp / dsotp-test, anonymous access off."""
+
+    def __init__(self, folder: Path) -> None:
+        assert RABBIT_BIN.exists(), "rabbitmq-server is not installed: run scripts/test.sh"
+        self.folder = folder
+        self.port, amqp_port, dist_port = free_port(), free_port(), free_port()
+        (folder / "rabbitmq.conf").write_text(
+            f"listeners.tcp.default = 127.0.0.1:{amqp_port}\n"
+            f"mqtt.listeners.tcp.default = 127.0.0.1:{self.port}\n"
+            "mqtt.allow_anonymous = false\n"
+            "mqtt.prefetch = 1000\n"
+            "default_user = dsotp\n"
+            "default_pass = dsotp-test\n"
+            "loopback_users = none\n",
+            encoding="utf-8",
+        )
+        (folder / "enabled_plugins").write_text("[rabbitmq_mqtt].\n", encoding="utf-8")
+        self.env = {
+            **os.environ,
+            "HOME": str(folder),
+            "RABBITMQ_NODENAME": f"dsotp{self.port}@localhost",
+            "RABBITMQ_NODE_IP_ADDRESS": "127.0.0.1",
+            "ERL_EPMD_ADDRESS": "127.0.0.1",
+            "RABBITMQ_DIST_PORT": str(dist_port),
+            "RABBITMQ_CONFIG_FILE": str(folder / "rabbitmq"),
+            "RABBITMQ_ENABLED_PLUGINS_FILE": str(folder / "enabled_plugins"),
+            "RABBITMQ_MNESIA_BASE": str(folder / "mnesia"),
+            "RABBITMQ_LOG_BASE": str(folder / "log"),
+            "RABBITMQ_PID_FILE": str(folder / "rabbitmq.pid"),
+            "RABBITMQ_SERVER_ADDITIONAL_ERL_ARGS": "-kernel inet_dist_use_interface {127,0,0,1}",
+        }
+        self.log = folder / "rabbitmq.out"
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def endpoint(self) -> MqttEndpoint:
+        return MqttEndpoint("127.0.0.1", self.port, username="dsotp", password="dsotp-test")
+
+    def start(self) -> None:
+        with self.log.open("ab") as out:
+            self.proc = subprocess.Popen(
+                [str(RABBIT_BIN)],
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                env=self.env,
+                start_new_session=True,
+            )
+        _wait_port(self.port, timeout_s=90, proc=self.proc, log=self.log)
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            _stop(self.proc)
+            self.proc = None
 
 
 @pytest.fixture(scope="session")
 def rabbitmq(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MqttEndpoint]:
     """RabbitMQ with its MQTT plugin, node kept on loopback, state in a temporary folder."""
-    assert RABBIT_BIN.exists(), "rabbitmq-server is not installed: run scripts/test.sh"
-    folder = tmp_path_factory.mktemp("rabbitmq")
-    mqtt_port, amqp_port, dist_port = free_port(), free_port(), free_port()
-    (folder / "rabbitmq.conf").write_text(
-        f"listeners.tcp.default = 127.0.0.1:{amqp_port}\n"
-        f"mqtt.listeners.tcp.default = 127.0.0.1:{mqtt_port}\n"
-        "mqtt.allow_anonymous = false\n"
-        "default_user = dsotp\n"
-        "default_pass = dsotp-test\n"
-        "loopback_users = none\n",
-        encoding="utf-8",
-    )
-    (folder / "enabled_plugins").write_text("[rabbitmq_mqtt].\n", encoding="utf-8")
-    env = {
-        **os.environ,
-        "HOME": str(folder),
-        "RABBITMQ_NODENAME": f"dsotp{mqtt_port}@localhost",
-        "RABBITMQ_NODE_IP_ADDRESS": "127.0.0.1",
-        "ERL_EPMD_ADDRESS": "127.0.0.1",
-        "RABBITMQ_DIST_PORT": str(dist_port),
-        "RABBITMQ_CONFIG_FILE": str(folder / "rabbitmq"),
-        "RABBITMQ_ENABLED_PLUGINS_FILE": str(folder / "enabled_plugins"),
-        "RABBITMQ_MNESIA_BASE": str(folder / "mnesia"),
-        "RABBITMQ_LOG_BASE": str(folder / "log"),
-        "RABBITMQ_PID_FILE": str(folder / "rabbitmq.pid"),
-        "RABBITMQ_SERVER_ADDITIONAL_ERL_ARGS": "-kernel inet_dist_use_interface {127,0,0,1}",
-    }
-    log = folder / "rabbitmq.out"
-    with log.open("wb") as out:
-        proc = subprocess.Popen(
-            [str(RABBIT_BIN)],
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            env=env,
-            start_new_session=True,
-        )
+    broker = RabbitProcess(tmp_path_factory.mktemp("rabbitmq"))
+    broker.start()
     try:
-        _wait_port(mqtt_port, timeout_s=90, proc=proc, log=log)
-        yield MqttEndpoint("127.0.0.1", mqtt_port, username="dsotp", password="dsotp-test")
+        yield broker.endpoint
     finally:
-        _stop(proc)
+        broker.stop()
 
 
 @pytest.fixture(scope="session")

@@ -1,0 +1,199 @@
+"""Soak: the demo load (CIGRE MV, 10 PMUs at 50 frames/s) through Mosquitto into the embedded
+runtime for a long run; memory, latency and lost windows per interval.
+
+Run: .venv/bin/python benchmarks/soak.py [--minutes 10] [--rate 50] [--interval 30]
+
+The emulated PMUs run in a process of their own (`dsotp emulate`), the area pipeline (align,
+estimate, FLISR, publish, the embedded store) in this one. Every interval prints this process's
+resident memory, the estimates of the interval and their latency percentiles (estimate published
+minus window start), skipped and incomplete windows; at the end: windows missing from the
+sequence of window starts (lost), and the memory growth after the first interval (warm-up).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import itertools
+import logging
+import shutil
+import signal
+import socket
+import sys
+import tempfile
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import numpy as np
+
+from dsotp_streams.adapters.grids import load_grid
+from dsotp_streams.adapters.mqtt import MqttEndpoint
+from dsotp_streams.contracts.agent import load_agent_spec
+from dsotp_streams.contracts.messages import StateEstimate
+from dsotp_streams.runtime.embedded import AreaPipeline
+from dsotp_streams.runtime.sinks import build_sinks
+from dsotp_streams.settings import MqttSettings, Settings, StoreSettings
+
+log = logging.getLogger("benchmarks.soak")
+REPO = Path(__file__).resolve().parents[1]
+
+
+def rss_mib() -> float:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+async def soak(args: argparse.Namespace, folder: Path) -> None:
+    port = free_port()
+    conf = folder / "mosquitto.conf"
+    conf.write_text(
+        f"listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n"
+        "max_queued_messages 100000\nmax_inflight_messages 0\n"
+    )
+    broker = await asyncio.create_subprocess_exec(
+        shutil.which("mosquitto") or "/usr/sbin/mosquitto",
+        "-c",
+        str(conf),
+        stderr=asyncio.subprocess.DEVNULL,
+    )
+    await asyncio.sleep(0.3)
+    spec = load_agent_spec(REPO / "agents" / "cigre-mv.yaml")
+    spec = spec.model_copy(update={"window": spec.window.model_copy(update={"rate_hz": args.rate})})
+    grid = load_grid(spec.grid)
+    settings = Settings(
+        mqtt=MqttSettings(port=port, client_id_prefix="soak"),
+        store=StoreSettings(path=folder / "soak.duckdb"),
+    )
+    sinks, store = build_sinks(settings)
+    lags: list[float] = []
+    starts: list[datetime] = []
+
+    def listen(estimate: StateEstimate) -> None:
+        now = datetime.now(tz=UTC)
+        lags.append((now - estimate.window_start) / timedelta(milliseconds=1))
+        starts.append(estimate.window_start)
+
+    pipeline = AreaPipeline(
+        spec=spec,
+        grid=grid,
+        settings=settings,
+        endpoint=MqttEndpoint("127.0.0.1", port),
+        sinks=sinks,
+        listeners=[listen],
+    )
+    stop = asyncio.Event()
+    sink_tasks = [asyncio.create_task(s.run(stop)) for s in sinks]
+    running = asyncio.create_task(pipeline.run(stop))
+    await pipeline.ready.wait()
+    emulator = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "dsotp_streams",
+        "emulate",
+        "--mqtt-url",
+        f"mqtt://127.0.0.1:{port}",
+        "--rate",
+        str(args.rate),
+        "--duration",
+        str(args.minutes * 60),
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.DEVNULL,
+    )
+    log.info(
+        "%5s %9s %9s %8s %8s %8s %8s %10s",
+        "t_s",
+        "rss_MiB",
+        "estimates",
+        "p50_ms",
+        "p95_ms",
+        "p99_ms",
+        "skipped",
+        "incomplete",
+    )
+    memory: list[float] = []
+    seen = 0
+    t0 = time.monotonic()
+    while emulator.returncode is None:
+        await asyncio.sleep(args.interval)
+        window = lags[seen:]
+        seen = len(lags)
+        memory.append(rss_mib())
+        p50, p95, p99 = np.percentile(window, [50, 95, 99]) if window else (np.nan,) * 3
+        log.info(
+            "%5.0f %9.1f %9d %8.1f %8.1f %8.1f %8d %10d",
+            time.monotonic() - t0,
+            memory[-1],
+            len(window),
+            p50,
+            p95,
+            p99,
+            pipeline.stats.windows_skipped,
+            pipeline.stats.windows_incomplete,
+        )
+    out = await emulator.stdout.read() if emulator.stdout else b""
+    emulated = out.decode().strip()
+    await asyncio.sleep(2.0)
+    stop.set()
+    await running
+    await asyncio.gather(*sink_tasks)
+    broker.send_signal(signal.SIGTERM)
+    await broker.wait()
+    period = timedelta(seconds=1 / args.rate)
+    ordered = sorted(set(starts))
+    missing = sum(round((b - a) / period) - 1 for a, b in itertools.pairwise(ordered))
+    all_lags = np.asarray(lags)
+    log.info("emulator: %s", emulated)
+    log.info(
+        "estimates %d (ok %d, failed/skipped %d), windows missing in the sequence %d, "
+        "dead letters %d, late %d",
+        len(lags),
+        pipeline.stats.estimates_ok,
+        pipeline.stats.estimates_failed,
+        missing,
+        pipeline.stats.dead_letters,
+        pipeline.stats.late,
+    )
+    log.info(
+        "latency over the run: p50 %.1f ms, p95 %.1f ms, p99 %.1f ms, max %.1f ms",
+        *np.percentile(all_lags, [50, 95, 99]),
+        all_lags.max(),
+    )
+    if len(memory) > 1:
+        log.info(
+            "memory: %.1f MiB after the first interval, %.1f MiB at the end (%+.1f MiB), "
+            "peak %.1f MiB",
+            memory[0],
+            memory[-1],
+            memory[-1] - memory[0],
+            max(memory),
+        )
+    if store is not None:
+        store.close()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--minutes", type=float, default=10.0)
+    parser.add_argument("--rate", type=float, default=50.0, help="frames/s per PMU")
+    parser.add_argument("--interval", type=float, default=30.0, help="seconds per line")
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    logging.getLogger("dsotp_streams").setLevel(logging.ERROR)
+    folder = Path(tempfile.mkdtemp(prefix="dsotp-soak-"))
+    try:
+        asyncio.run(soak(args, folder))
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
