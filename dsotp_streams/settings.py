@@ -134,6 +134,12 @@ class KafkaSettings(BaseModel):
     )
     heartbeat_interval_s: float = Field(default=1.0, gt=0)
     data_dir: Path = Field(default=Path(".dsotp/faust"), description="the workers' table data")
+    emitted_table: bool = Field(
+        default=False,
+        description="keep the newest published window per area in a faust table, so that a "
+        "worker taking over skips windows already published (Apache Kafka; on tansu its "
+        "changelog recovery can hang the worker); without it the bridge drops the repeats",
+    )
     web_port: int | None = Field(
         default=None, ge=1, le=65535, description="faust's web server on 127.0.0.1 (off: None)"
     )

@@ -13,10 +13,11 @@ embedded runtime runs; estimation runs in a thread, off the event loop.
 Failover. A frame batch is acknowledged (its offset may be committed) only when every window it
 fed has been closed, estimated and its results acknowledged by Kafka. A worker that dies leaves
 its open windows' batches uncommitted: the worker that takes over the partition reads them again
-and rebuilds those windows from the log, the durable copy. The table `<group>-emitted` (with its
-changelog) holds the newest window each area has published, so the new owner does not estimate
-again what was already published; should the table lag (tansu's changelog recovery may miss its
-tail), the bridge drops results it has already passed on, keyed by area and window."""
+and rebuilds those windows from the log, the durable copy; windows it estimates a second time are
+dropped by the bridge, which passes each area's window on once. With `kafka.emitted_table` the
+table `<group>-emitted` (with its changelog) holds the newest window each area has published, so
+the new owner does not estimate them again (on Apache Kafka: tansu's changelog recovery was seen
+to hang the worker that took over)."""
 
 from __future__ import annotations
 
@@ -68,6 +69,8 @@ class _Area:
     # frame batches not yet acknowledged, with the newest slot each fed
     unacked: deque[tuple[EventT[Any], int | None]] = field(default_factory=deque)
     stats: PipelineStats = field(default_factory=PipelineStats)
+    revoked: bool = False  # its partition moved: it acknowledges nothing any more
+    max_offset: int = -1  # newest frame record handled: one at or below it is a redelivery
 
 
 def _credentials(kafka: KafkaSettings) -> Any:
@@ -158,13 +161,17 @@ class KafkaWorker:
         self.forecast_topic = self.app.topic(self.topics.forecast, **raw)
         self.flisr_topic = self.app.topic(self.topics.flisr, **raw)
         self.deadletter_topic = self.app.topic(self.topics.deadletter, **raw)
-        self.emitted = self.app.Table(
-            f"{kafka.group}-emitted",
-            default=int,
-            partitions=kafka.partitions,
-            key_type=bytes,  # raw keys: the same partition as the area's frames
-            value_type=int,
-            use_partitioner=True,
+        self.emitted: Any = (
+            self.app.Table(
+                f"{kafka.group}-emitted",
+                default=int,
+                partitions=kafka.partitions,
+                key_type=bytes,  # raw keys: the same partition as the area's frames
+                value_type=int,
+                use_partitioner=True,
+            )
+            if kafka.emitted_table
+            else None
         )
         # InfluxDB sinks when configured (a DuckDB file cannot be shared by several workers)
         no_store = settings.store.model_copy(update={"enabled": False})
@@ -174,7 +181,7 @@ class KafkaWorker:
         self.app.timer(interval=self._tick_interval())(self._tick)
         self.app.timer(interval=2.0)(self._heartbeat)
         self.app.task(self._run_sinks)
-        self.app.on_partitions_revoked.connect(self._on_revoked)  # type: ignore[arg-type]
+        self.app.on_partitions_assigned.connect(self._on_assigned)  # type: ignore[arg-type]
 
     def _tick_interval(self) -> float:
         rates = [spec.window.rate_hz for spec, _path in self.specs.values()]
@@ -214,12 +221,32 @@ class KafkaWorker:
         log.info("worker: serving area %s (partition %d)", name, partition)
         return area
 
-    async def _on_revoked(self, sender: Any, revoked: set[TP], **_kwargs: Any) -> None:
-        """Partitions moved away: forget their areas (their open windows live on in the log)."""
-        gone = {tp.partition for tp in revoked if tp.topic == self.topics.frames}
-        for name in [n for n, a in self._areas.items() if a.partition in gone]:
-            del self._areas[name]
+    async def _on_assigned(self, sender: Any, assigned: set[TP], **_kwargs: Any) -> None:
+        """After a rebalance: forget the areas whose partition moved away (their open windows
+        live on in the log, for the new owner). An area that stays keeps its open windows: faust
+        may hand its records over again from the committed offset, and those are recognised by
+        their offsets (see `_redelivered`)."""
+        kept = {tp.partition for tp in assigned if tp.topic == self.topics.frames}
+        for name in [n for n, a in self._areas.items() if a.partition not in kept]:
+            # an estimate in flight may still finish and publish (idempotent), but its batches
+            # are the new owner's to acknowledge
+            self._areas.pop(name).revoked = True
             log.info("worker: area %s moved away", name)
+
+    async def _redelivered(self, area: _Area, event: EventT[Any]) -> bool:
+        """A record handled before (read again after a rebalance): its frames are in the aligner
+        already. Acknowledge it now if its windows are closed, else when they are."""
+        offset = event.message.offset
+        if offset > area.max_offset:
+            area.max_offset = offset
+            return False
+        assert self._stream is not None
+        for k, (old, newest) in enumerate(area.unacked):
+            if old.message.offset == offset:
+                area.unacked[k] = (event, newest)  # acknowledge the current record later
+                return True
+        await self._stream.ack(event)
+        return True
 
     # ---- the agent ---------------------------------------------------------------------------
 
@@ -251,6 +278,8 @@ class KafkaWorker:
             await self._stream.ack(event)
             return
         async with area.lock:
+            if await self._redelivered(area, event):
+                return
             newest: int | None = None
             for item in batch.frames:
                 raw = item.payload.encode()
@@ -286,7 +315,7 @@ class KafkaWorker:
             self.stats.windows += 1
             if window.missing_devices:
                 self.stats.windows_incomplete += 1
-            if slot <= int(self.emitted[key]):
+            if self.emitted is not None and slot <= int(self.emitted[key]):
                 self.replayed_windows += 1  # published before a failover
                 continue
             processed = await area.processor.process(window)
@@ -320,10 +349,11 @@ class KafkaWorker:
             else:
                 self.stats.estimates_failed += 1
             self.stats.estimate_ms = estimate.runtime_ms
-            self.emitted[key] = slot
+            if self.emitted is not None:
+                self.emitted[key] = slot
         last = area.intake.aligner.last_closed
         assert self._stream is not None
-        while area.unacked:
+        while area.unacked and not area.revoked:
             event, newest = area.unacked[0]
             if newest is not None and (last is None or newest > last):
                 break

@@ -22,9 +22,10 @@ from datetime import datetime, timedelta
 from pathlib import Path
 
 import pytest
+from aiokafka import AIOKafkaConsumer
 
 from dsotp_streams.adapters.grids import load_grid
-from dsotp_streams.adapters.kafka import LocalKafka
+from dsotp_streams.adapters.kafka import KafkaTopics, LocalKafka, client_options
 from dsotp_streams.adapters.mqtt import MqttEndpoint, connect
 from dsotp_streams.contracts.agent import load_agent_spec
 from dsotp_streams.runtime.bridge import Bridge
@@ -116,7 +117,14 @@ def test_two_workers_estimate_every_window_once_through_a_worker_kill(
         assert not repeated, f"{area}: windows published twice: {repeated[:5]}"
         ordered = sorted(counts)
         gaps = [str(a) for a, b in itertools.pairwise(ordered) if b - a != period]
-        assert not gaps, f"{area}: windows missing after {gaps[:5]}; {bridge}; {ordered[:2]}"
+        if gaps:
+            stamps = bridge["in_kafka"].get(area, [])  # type: ignore[union-attr]
+            near = [t for t in stamps if t[:19] == gaps[0].replace(" ", "T")[:19]]
+            raise AssertionError(
+                f"{area}: windows missing after {gaps[:5]}; on Kafka near it: {near}; "
+                f"kafka records {bridge['kafka_records']}; "
+                f"{ {k: v for k, v in bridge.items() if k not in ('in_kafka',)} }"
+            )
         assert ordered[-1] - ordered[0] == (emulated[area] - 1) * period, (area, bridge)
         assert len(ordered) == emulated[area], (area, len(ordered), emulated[area], bridge)
         statuses = Counter(s["status"] for s in states[area])
@@ -156,9 +164,28 @@ async def _run(
                     states[area].append(json.loads(message.payload))
                     arrived.set()
 
+    in_kafka: dict[str, list[str]] = defaultdict(list)
+
+    async def read_kafka() -> None:
+        """The state topic itself, to tell a window never estimated from one lost on the way."""
+        consumer = AIOKafkaConsumer(
+            KafkaTopics(settings.kafka.topic_prefix).state,
+            **client_options(settings.kafka),
+            auto_offset_reset="earliest",
+            fetch_max_wait_ms=20,
+        )
+        await consumer.start()
+        try:
+            async for record in consumer:
+                body = json.loads(record.value)
+                in_kafka[body["area"]].append(body["window_start"])
+        finally:
+            await consumer.stop()
+
     stop = asyncio.Event()
     bridge = Bridge(settings=settings, endpoint=endpoint)
     subscriber = asyncio.create_task(subscribe())
+    kafka_reader = asyncio.create_task(read_kafka())
     bridge_task = asyncio.create_task(bridge.run(stop))
     await asyncio.wait_for(subscribed.wait(), 10)
     await asyncio.wait_for(bridge.ready.wait(), 30)
@@ -195,12 +222,15 @@ async def _run(
         stop.set()
         await bridge_task
         subscriber.cancel()
-        await asyncio.gather(subscriber, return_exceptions=True)
+        kafka_reader.cancel()
+        await asyncio.gather(subscriber, kafka_reader, return_exceptions=True)
     stats = {
         "frames_in": bridge.stats.frames_in,
         "frames_out": bridge.stats.frames_out,
         "dead_letters": bridge.stats.dead_letters,
         "duplicates_dropped": bridge.stats.duplicates_dropped,
         "letters": Counter(str(x["reason"]) for x in letters),
+        "in_kafka": {a: sorted(set(v)) for a, v in in_kafka.items()},
+        "kafka_records": {a: len(v) for a, v in in_kafka.items()},
     }
     return states, emulated, victim_areas, stats
