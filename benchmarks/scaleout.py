@@ -127,6 +127,12 @@ def start_workers(
     return procs
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def stop_workers(procs: list[subprocess.Popen[bytes]]) -> None:
     for proc in procs:
         if proc.poll() is None:
@@ -148,8 +154,9 @@ async def wait_ready(folder: Path, group: str, count: int, timeout_s: float = 60
 
 async def worker_throughput(
     url: str, areas: list[str], frames: list[list[PmuFrame]], workers: int, folder: Path
-) -> float:
-    """Frames/s of `workers` faust workers on a backlog of frame batches."""
+) -> tuple[float, float]:
+    """Frames/s of `workers` faust workers on a backlog of frame batches, and frames per
+    second of worker CPU time (all workers together)."""
     prefix = f"tp{workers}"
     topics = KafkaTopics(prefix)
     procs = start_workers(
@@ -185,6 +192,7 @@ async def worker_throughput(
                 await producer.send(topics.frames, batch, key=area.encode())
         await producer.flush()
         await producer.stop()
+        cpu_start = sum(cpu_seconds(p.pid) for p in procs)
         expected = len(areas) * (len(frames) - 1)  # the last instant waits for an idle close
         seen = 0
         first = last = 0.0
@@ -198,7 +206,8 @@ async def worker_throughput(
                     last = time.perf_counter()
                     if seen == 1:
                         first = last
-        return (seen - 1) * DEVICES / (last - first)
+        cpu = sum(cpu_seconds(p.pid) for p in procs) - cpu_start
+        return (seen - 1) * DEVICES / (last - first), seen * DEVICES / cpu
     finally:
         await consumer.stop()
         stop_workers(procs)
@@ -400,10 +409,21 @@ async def main_async(args: argparse.Namespace) -> None:
     broker = Mosquitto(folder)
     try:
         async with LocalKafka(port=free_port()) as kafka:
-            one = await worker_throughput(kafka.url, areas, frames, 1, folder)
-            log.info("1 worker:  %8.0f frames/s", one)
-            two = await worker_throughput(kafka.url, areas, frames, 2, folder)
-            log.info("2 workers: %8.0f frames/s (%.2fx one worker)", two, two / one)
+            one, one_cpu = await worker_throughput(kafka.url, areas, frames, 1, folder)
+            log.info("1 worker:  %8.0f frames/s, %6.0f frames per worker CPU second", one, one_cpu)
+            two, two_cpu = await worker_throughput(kafka.url, areas, frames, 2, folder)
+            log.info(
+                "2 workers: %8.0f frames/s (%.2fx one worker), %6.0f frames per worker CPU "
+                "second (%.2fx)",
+                two,
+                two / one,
+                two_cpu,
+                two_cpu / one_cpu,
+            )
+            log.info(
+                "cores: %d (the broker, this process and the workers share them)",
+                os.cpu_count() or 0,
+            )
             bridge = await bridge_throughput(kafka.url, broker, areas, frames)
             log.info("bridge:    %8.0f frames/s MQTT -> Kafka", bridge)
             load = len(areas) * DEVICES * args.live_rate
