@@ -459,6 +459,7 @@ def main() -> None:
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     logging.getLogger("aiokafka").setLevel(logging.ERROR)
+    logging.getLogger("dsotp_streams").setLevel(logging.WARNING)
     logging.getLogger("mqtt").setLevel(logging.ERROR)
     asyncio.run(main_async(args))
 

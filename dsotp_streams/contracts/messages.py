@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Literal
 
@@ -124,6 +124,19 @@ class DeadLetter(BaseModel):
     received_at: datetime
     payload: str
     device: str | None = None
+
+    @classmethod
+    def of(
+        cls, topic: str, raw: bytes | bytearray, reason: str, *, device: str | None = None
+    ) -> DeadLetter:
+        """A dead letter received now, with the first 4 KiB of the payload as text."""
+        return cls(
+            topic=topic,
+            reason=reason,
+            received_at=datetime.now(tz=UTC),
+            payload=bytes(raw[:4096]).decode("utf-8", errors="replace"),
+            device=device,
+        )
 
 
 class TrueState(BaseModel):

@@ -187,12 +187,7 @@ class Bridge:
         self, client: aiomqtt.Client, area: str, topic: str, raw: bytes, reason: str
     ) -> None:
         self.stats.dead_letters += 1
-        letter = DeadLetter(
-            topic=topic,
-            reason=reason,
-            received_at=_utcnow(),
-            payload=raw[:4096].decode("utf-8", errors="replace"),
-        ).model_dump_json()
+        letter = DeadLetter.of(topic, raw, reason).model_dump_json()
         await self._send_kafka(self.topics.deadletter, area, letter.encode())
         prefix = self.settings.mqtt.topic_prefix
         await client.publish(Topics(prefix, area).deadletter, letter, qos=1)

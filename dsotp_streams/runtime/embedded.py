@@ -337,13 +337,7 @@ class AreaPipeline:
         self, topic: str, raw: bytes | bytearray, reason: str, *, device: str | None = None
     ) -> None:
         self.stats.dead_letters += 1
-        letter = DeadLetter(
-            topic=topic,
-            reason=reason,
-            received_at=_utcnow(),
-            payload=bytes(raw[:4096]).decode("utf-8", errors="replace"),
-            device=device,
-        )
+        letter = DeadLetter.of(topic, raw, reason, device=device)
         log.info("dead letter from %s: %s", topic, reason)
         await self._publish(self.topics.deadletter, letter.model_dump_json(), qos=1)
 

@@ -25,7 +25,6 @@ import asyncio
 import logging
 from collections import deque
 from dataclasses import asdict, dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -52,10 +51,6 @@ from dsotp_streams.settings import KafkaSettings, Settings
 __all__ = ["KafkaWorker", "create_worker"]
 
 log = logging.getLogger(__name__)
-
-
-def _utcnow() -> datetime:
-    return datetime.now(tz=UTC)
 
 
 @dataclass
@@ -364,13 +359,7 @@ class KafkaWorker:
         self, area: str, topic: str, raw: bytes, reason: str, device: str | None = None
     ) -> None:
         self.stats.dead_letters += 1
-        letter = DeadLetter(
-            topic=topic,
-            reason=reason,
-            received_at=_utcnow(),
-            payload=raw[:4096].decode("utf-8", errors="replace"),
-            device=device,
-        )
+        letter = DeadLetter.of(topic, raw, reason, device=device)
         await self.deadletter_topic.send(key=area.encode(), value=letter.model_dump_json().encode())
 
     def snapshot(self) -> dict[str, Any]:
