@@ -71,7 +71,7 @@ async def soak(args: argparse.Namespace, folder: Path) -> None:
     grid = load_grid(spec.grid)
     settings = Settings(
         mqtt=MqttSettings(port=port, client_id_prefix="soak"),
-        store=StoreSettings(path=folder / "soak.duckdb"),
+        store=StoreSettings(path=folder / "soak.duckdb", enabled=not args.no_store),
     )
     sinks, store = build_sinks(settings)
     lags: list[float] = []
@@ -185,6 +185,9 @@ def main() -> None:
     parser.add_argument("--minutes", type=float, default=10.0)
     parser.add_argument("--rate", type=float, default=50.0, help="frames/s per PMU")
     parser.add_argument("--interval", type=float, default=30.0, help="seconds per line")
+    parser.add_argument(
+        "--no-store", action="store_true", help="without the embedded store (memory attribution)"
+    )
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     logging.getLogger("dsotp_streams").setLevel(logging.ERROR)

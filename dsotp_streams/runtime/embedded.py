@@ -79,6 +79,7 @@ class PipelineStats:
     forecasts: int = 0
     implausible: int = 0
     processing_errors: int = 0
+    dead_letters_dropped: int = 0  # the dead-letter queue was full (a flood)
     flisr_lag_ms: float = 0.0  # from the faulted window's start to the published plan
 
 
@@ -130,6 +131,7 @@ class AreaPipeline:
         self.stats = PipelineStats()
         self.ready = asyncio.Event()
         self._windows: asyncio.Queue[Window] = asyncio.Queue(settings.runtime.window_queue_size)
+        self._letters: asyncio.Queue[str] = asyncio.Queue(10_000)
         self._truth: OrderedDict[int, TrueState] = OrderedDict()
         self._client: aiomqtt.Client | None = None
 
@@ -169,6 +171,7 @@ class AreaPipeline:
             self.ready.set()
             ticker = asyncio.create_task(self._tick_loop(), name="tick")
             status = asyncio.create_task(self._status_loop(), name="status")
+            letters = asyncio.create_task(self._dead_letter_loop(), name="dead-letters")
             reader = asyncio.create_task(self._read_loop(client), name="read")
             stopper = asyncio.create_task(stop.wait(), name="stop")
             try:
@@ -180,11 +183,17 @@ class AreaPipeline:
             except aiomqtt.MqttError as exc:
                 raise TransportError(str(exc)) from exc
             finally:
-                for task in (ticker, status, reader, stopper):
+                for task in (ticker, status, reader, stopper, letters):
                     task.cancel()
-                await asyncio.gather(ticker, status, reader, stopper, return_exceptions=True)
+                await asyncio.gather(
+                    ticker, status, reader, stopper, letters, return_exceptions=True
+                )
                 if stop.is_set():  # estimate the last windows while the connection is still up
                     await self._drain()
+                    while not self._letters.empty():  # and send the last dead letters
+                        await self._publish(
+                            self.topics.deadletter, self._letters.get_nowait(), qos=1
+                        )
 
     async def _read_loop(self, client: aiomqtt.Client) -> None:
         try:
@@ -336,10 +345,24 @@ class AreaPipeline:
     async def _dead_letter(
         self, topic: str, raw: bytes | bytearray, reason: str, *, device: str | None = None
     ) -> None:
+        """Queue a dead letter: it is published by its own task, so the read loop never waits
+        for a broker's acknowledgement (a burst of late frames then cannot hold up the frames
+        behind it, which would make them late in turn)."""
         self.stats.dead_letters += 1
         letter = DeadLetter.of(topic, raw, reason, device=device)
         log.info("dead letter from %s: %s", topic, reason)
-        await self._publish(self.topics.deadletter, letter.model_dump_json(), qos=1)
+        if self._letters.full():
+            self.stats.dead_letters_dropped += 1  # a flood: counted, and the reason logged
+            return
+        self._letters.put_nowait(letter.model_dump_json())
+
+    async def _dead_letter_loop(self) -> None:
+        while True:
+            payload = await self._letters.get()
+            if not await self._publish(self.topics.deadletter, payload, qos=1):
+                if not self._letters.full():  # not sent: keep it for the next connection
+                    self._letters.put_nowait(payload)
+                return
 
     async def _publish(self, topic: str, payload: str, *, qos: int, retain: bool = False) -> bool:
         client = self._client
