@@ -25,7 +25,11 @@ _SQL_TYPE = {float: "DOUBLE", int: "BIGINT", str: "VARCHAR"}
 class DuckStore:
     """Append rows, query them back."""
 
-    def __init__(self, path: Path | str, *, read_only: bool = False) -> None:
+    def __init__(
+        self, path: Path | str, *, read_only: bool = False, memory_limit: str | None = None
+    ) -> None:
+        """`memory_limit` (e.g. "256MB") bounds DuckDB's page cache of a file store, which
+        otherwise grows with the data (a file store spills to its file)."""
         target = str(path)
         if target != ":memory:" and not read_only:
             Path(target).parent.mkdir(parents=True, exist_ok=True)
@@ -35,6 +39,11 @@ class DuckStore:
             raise TransportError(f"cannot open the store {target}: {exc}") from exc
         self._lock = threading.Lock()
         self.path = target
+        if memory_limit is not None and target != ":memory:":
+            try:
+                self._con.execute(f"SET memory_limit = '{memory_limit}'")
+            except duckdb.Error as exc:
+                raise TransportError(f"invalid store memory limit {memory_limit!r}: {exc}") from exc
         if read_only:
             return
         for m in SCHEMA.values():

@@ -220,7 +220,7 @@ def build_sinks(settings: Settings) -> tuple[list[RowSink], DuckStore | None]:
             )
         )
     if settings.store.enabled or (settings.store.enabled is None and not influx.url):
-        store = DuckStore(settings.store.path)
+        store = DuckStore(settings.store.path, memory_limit=settings.store.memory_limit)
         sinks.append(
             RowSink(
                 "duckdb",
