@@ -359,10 +359,15 @@ class AreaPipeline:
     async def _dead_letter_loop(self) -> None:
         while True:
             payload = await self._letters.get()
-            if not await self._publish(self.topics.deadletter, payload, qos=1):
-                if not self._letters.full():  # not sent: keep it for the next connection
+            try:
+                while not await self._publish(  # noqa: ASYNC110 (retry until cancelled)
+                    self.topics.deadletter, payload, qos=1
+                ):
+                    await asyncio.sleep(0.2)  # a failed publish: the connection is going
+            except asyncio.CancelledError:
+                if not self._letters.full():  # keep it for the next connection (or the stop)
                     self._letters.put_nowait(payload)
-                return
+                raise
 
     async def _publish(self, topic: str, payload: str, *, qos: int, retain: bool = False) -> bool:
         client = self._client

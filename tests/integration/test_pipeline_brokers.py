@@ -49,15 +49,17 @@ class Received:
 
 
 @contextmanager
-def subscriber(endpoint: MqttEndpoint, area: str) -> Iterator[tuple[Received, paho.Client]]:
+def subscriber(
+    endpoint: MqttEndpoint, area: str, prefix: str
+) -> Iterator[tuple[Received, paho.Client]]:
     """An outside paho client subscribed to the area's results."""
     received = Received()
     connected = threading.Event()
 
     def on_connect(client: paho.Client, *_args: Any) -> None:
-        client.subscribe(f"dsotp/{area}/state", qos=1)
-        client.subscribe(f"dsotp/{area}/state/sogno", qos=1)
-        client.subscribe(f"dsotp/{area}/deadletter", qos=1)
+        client.subscribe(f"{prefix}/{area}/state", qos=1)
+        client.subscribe(f"{prefix}/{area}/state/sogno", qos=1)
+        client.subscribe(f"{prefix}/{area}/deadletter", qos=1)
 
     def on_subscribe(*_args: Any) -> None:
         connected.set()
@@ -91,18 +93,32 @@ def subscriber(endpoint: MqttEndpoint, area: str) -> Iterator[tuple[Received, pa
 
 
 async def _run_against(
-    endpoint: MqttEndpoint, spec: AgentSpec, garbage_client: paho.Client, duration_s: float
+    endpoint: MqttEndpoint,
+    spec: AgentSpec,
+    garbage_client: paho.Client,
+    duration_s: float,
+    received: Received,
+    prefix: str,
 ) -> DemoSummary:
     password = endpoint.password
     auth = f"{endpoint.username}:{password}@" if endpoint.username else ""
     settings = Settings(
-        mqtt=MqttSettings(url=f"mqtt://{auth}{endpoint.host}:{endpoint.port}"),
+        mqtt=MqttSettings(
+            url=f"mqtt://{auth}{endpoint.host}:{endpoint.port}",
+            client_id_prefix=prefix,  # ids and topics of its own: nothing left by another test
+            topic_prefix=prefix,
+        ),
     )
 
     async def inject() -> None:
-        await asyncio.sleep(duration_s / 2)
+        # once estimates come out, the pipeline is subscribed (before that, a broker drops
+        # what is published to a session that does not exist yet); then mid-stream
+        async with asyncio.timeout(duration_s + 30):
+            while not received.estimates:  # noqa: ASYNC110 (filled by paho's thread)
+                await asyncio.sleep(0.05)
+        await asyncio.sleep(1.0)
         for payload in GARBAGE.values():
-            garbage_client.publish(f"dsotp/{spec.area}/pmu/garbage", payload, qos=1)
+            garbage_client.publish(f"{prefix}/{spec.area}/pmu/garbage", payload, qos=1)
 
     injector = asyncio.create_task(inject())
     summary = await run_demo(settings=settings, spec=spec, duration_s=duration_s, live=False)
@@ -116,8 +132,9 @@ def test_pipeline_estimates_reach_outside_subscriber_and_garbage_is_dead_lettere
 ) -> None:
     duration_s = 6.0
     endpoint: MqttEndpoint = request.getfixturevalue(broker)
-    with subscriber(endpoint, spec.area) as (received, client):
-        summary = asyncio.run(_run_against(endpoint, spec, client, duration_s))
+    prefix = f"brokers{time.time_ns()}"
+    with subscriber(endpoint, spec.area, prefix) as (received, client):
+        summary = asyncio.run(_run_against(endpoint, spec, client, duration_s, received, prefix))
         time.sleep(0.5)
 
     instants = summary.emulator.instants
@@ -136,7 +153,7 @@ def test_pipeline_estimates_reach_outside_subscriber_and_garbage_is_dead_lettere
     assert max(e.max_true_dvm_pu or 0.0 for e in ok) < 0.01
     # every piece of garbage is dead-lettered with a reason, none crashes the service
     reasons = [d.reason for d in dead]
-    assert len(dead) == len(GARBAGE), reasons
+    assert len(dead) == len(GARBAGE), (reasons, summary.pipeline)
     assert any("json" in r.lower() for r in reasons)
     assert any("device" in r for r in reasons)
     assert any("measurand" in r for r in reasons)
