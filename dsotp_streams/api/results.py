@@ -132,6 +132,15 @@ _COLUMNS: dict[str, list[str]] = {
 }
 
 
+def _columns(measurement: str, filters: dict[str, str]) -> list[str]:
+    """The columns a page of a measurement returns; a filter must name one of them."""
+    columns = _COLUMNS[measurement]
+    for column in filters:
+        if column not in columns:
+            raise DsotpError(f"no column {column!r} in {measurement}")
+    return columns
+
+
 class DuckResults:
     """Results from the embedded DuckDB store (the same process's, or a file opened read-only)."""
 
@@ -154,12 +163,10 @@ class DuckResults:
         after: Cursor | None,
     ) -> Page:
         """Rows of one measurement of an area, oldest first, keyset-paginated."""
-        columns = _COLUMNS[measurement]
+        columns = _columns(measurement, filters)
         where = ["area = ?", "ts_ns >= ?", "ts_ns < ?"]
         params: list[Any] = [area, window.start_ns, window.end_ns]
         for column, value in filters.items():
-            if column not in columns:
-                raise DsotpError(f"no column {column!r} in {measurement}")
             where.append(f'"{column}" = ?')
             params.append(value)
         key_sql = f'CAST("{key_column}" AS VARCHAR)'
@@ -253,12 +260,10 @@ class InfluxResults:
         after: Cursor | None,
     ) -> Page:
         """Rows of one measurement of an area, oldest first; pages by (time, key)."""
-        columns = _COLUMNS[measurement]
+        columns = _columns(measurement, filters)
         start = window.start_ns if after is None else max(window.start_ns, after.ts_ns)
         where = [f'"area" = {_influx_string(area)}', f"time >= {start}", f"time < {window.end_ns}"]
         for column, value in filters.items():
-            if column not in columns:
-                raise DsotpError(f"no column {column!r} in {measurement}")
             where.append(f'"{column}" = {_influx_string(value)}')
         select = ", ".join(f'"{c}"' for c in columns)
         # rows of one time come in any order: fetch enough to sort the boundary instant

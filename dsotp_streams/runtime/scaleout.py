@@ -63,7 +63,6 @@ class _Area:
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     # frame batches not yet acknowledged, with the newest slot each fed
     unacked: deque[tuple[EventT[Any], int | None]] = field(default_factory=deque)
-    stats: PipelineStats = field(default_factory=PipelineStats)
     revoked: bool = False  # its partition moved: it acknowledges nothing any more
     max_offset: int = -1  # newest frame record handled: one at or below it is a redelivery
 
@@ -279,7 +278,7 @@ class KafkaWorker:
             for item in batch.frames:
                 raw = item.payload.encode()
                 result = area.intake.offer(raw)
-                self._count(area, result.counter)
+                self._count(result.counter)
                 if result.reason is not None:
                     await self._dead_letter(
                         batch.area, item.topic, raw, result.reason, result.device
@@ -290,10 +289,9 @@ class KafkaWorker:
             area.unacked.append((event, newest))
             await self._close(batch.area, area)
 
-    def _count(self, area: _Area, counter: str) -> None:
-        for stats in (area.stats, self.stats):
-            stats.messages_in += 1
-            setattr(stats, counter, getattr(stats, counter) + 1)
+    def _count(self, counter: str) -> None:
+        self.stats.messages_in += 1
+        setattr(self.stats, counter, getattr(self.stats, counter) + 1)
 
     async def _tick(self) -> None:
         for name, area in list(self._areas.items()):

@@ -35,7 +35,6 @@ __all__ = [
     "Intake",
     "Processed",
     "WindowProcessor",
-    "skipped_estimate",
     "touch",
 ]
 
@@ -144,17 +143,6 @@ def touch(path: Path) -> None:
     path.touch()
 
 
-def skipped_estimate(window: Window, *, engine: str, reason: str) -> StateEstimate:
-    """The estimate published for a window that was not estimated."""
-    return StateEstimate(
-        area=window.area,
-        window_start=window.window_start,
-        status=EstimateStatus.SKIPPED,
-        reason=reason,
-        engine=engine,
-    )
-
-
 @dataclass
 class Processed:
     """The results of one window."""
@@ -194,7 +182,13 @@ class WindowProcessor:
 
     def skipped(self, window: Window, reason: str) -> StateEstimate:
         """The estimate published for a window this processor did not estimate."""
-        return skipped_estimate(window, engine=self.estimator.engine, reason=reason)
+        return StateEstimate(
+            area=window.area,
+            window_start=window.window_start,
+            status=EstimateStatus.SKIPPED,
+            reason=reason,
+            engine=self.estimator.engine,
+        )
 
     async def process(self, window: Window, truth: TrueState | None = None) -> Processed:
         """Estimate one window; then forecasting and FLISR on its result."""
