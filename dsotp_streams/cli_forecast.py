@@ -13,6 +13,7 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from dsotp_streams.adapters.forecasters import load_forecaster, save_forecaster
 from dsotp_streams.adapters.profiles import Profiles, load_profiles
 from dsotp_streams.core.forecasting import (
     QUANTILES,
@@ -73,7 +74,7 @@ def train(
             step_s=profiles.step_s,
             progress=lambda done, _total: progress.update(task, completed=done),
         )
-    forecaster.save(model)
+    save_forecaster(forecaster, model)
     typer.echo(
         f"trained on {split} steps x {len(profiles.nodes)} nodes in "
         f"{time.perf_counter() - started:.1f} s; saved to {model}"
@@ -90,7 +91,7 @@ def evaluate(
     """Day-ahead forecasts over the part after training, against seasonal naive."""
     with console.status("reading profiles"):
         profiles = load_profiles(source, nodes=nodes)
-    forecaster = QuantileForecaster.load(model)
+    forecaster = load_forecaster(model)
     y, spd = profiles.values, profiles.steps_per_day
     split = _split(profiles, train_share)
     naive = SeasonalNaive(spd).fit(y[:split])

@@ -146,6 +146,13 @@ class KafkaSettings(BaseModel):
     web_port: int | None = Field(
         default=None, ge=1, le=65535, description="faust's web server on 127.0.0.1 (off: None)"
     )
+    max_window_age_s: float = Field(
+        default=30.0,
+        ge=0,
+        description="a window that started longer ago than this (wall clock) when its turn "
+        "comes is published as skipped, not estimated: a worker that fell behind catches up "
+        "instead of estimating the past; 0 estimates every window (recorded streams)",
+    )
 
 
 class BridgeSettings(BaseModel):

@@ -25,6 +25,7 @@ import asyncio
 import logging
 from collections import deque
 from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -40,12 +41,12 @@ from dsotp_streams.adapters.kafka import (
     ssl_context,
 )
 from dsotp_streams.contracts.agent import AgentSpec, load_agent_specs
-from dsotp_streams.contracts.messages import DeadLetter, EstimateStatus, FrameBatch
+from dsotp_streams.contracts.messages import DeadLetter, EstimateStatus, FrameBatch, Window
 from dsotp_streams.contracts.storage import rows_from_estimate, rows_from_flisr, rows_from_forecast
 from dsotp_streams.core.alignment import slot_of
 from dsotp_streams.runtime.embedded import PipelineStats
 from dsotp_streams.runtime.sinks import build_sinks
-from dsotp_streams.runtime.stages import FrameIntake, WindowProcessor, touch
+from dsotp_streams.runtime.stages import FrameIntake, Processed, WindowProcessor, touch
 from dsotp_streams.settings import KafkaSettings, Settings
 
 __all__ = ["KafkaWorker", "create_worker"]
@@ -311,7 +312,7 @@ class KafkaWorker:
             if self.emitted is not None and slot <= int(self.emitted[key]):
                 self.replayed_windows += 1  # published before a failover
                 continue
-            processed = await area.processor.process(window)
+            processed = await self._process(area, window)
             estimate = processed.estimate
             sends = [
                 await self.state_topic.send(key=key, value=estimate.model_dump_json().encode())
@@ -352,6 +353,17 @@ class KafkaWorker:
                 break
             area.unacked.popleft()
             await self._stream.ack(event)
+
+    async def _process(self, area: _Area, window: Window) -> Processed:
+        """Estimate a window, or skip it when the worker is so far behind that it is older
+        than `max_window_age_s`: the skipped estimate says so, and the worker catches up."""
+        limit_s = self.settings.kafka.max_window_age_s
+        age_s = (datetime.now(tz=UTC) - window.window_start).total_seconds()
+        if limit_s > 0 and age_s > limit_s:
+            self.stats.windows_skipped += 1
+            reason = f"worker behind: window started {age_s:.1f} s ago (limit {limit_s:g} s)"
+            return Processed(area.processor.skipped(window, reason))
+        return await area.processor.process(window)
 
     async def _dead_letter(
         self, area: str, topic: str, raw: bytes, reason: str, device: str | None = None

@@ -7,11 +7,13 @@ Kafka topics with faust; both call these, so no step is written twice."""
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+from dsotp_streams.adapters.forecasters import load_forecaster, save_forecaster
 from dsotp_streams.contracts.agent import AgentSpec
 from dsotp_streams.contracts.frames import PmuFrame, parse_frame
 from dsotp_streams.contracts.messages import (
@@ -28,7 +30,9 @@ from dsotp_streams.core.flisr import FaultDetector, FlisrPlanner
 from dsotp_streams.core.forecasting.stream import ForecastAgent
 from dsotp_streams.core.grid import GridModel
 from dsotp_streams.core.validation import FrameCheck
-from dsotp_streams.errors import FrameError
+from dsotp_streams.errors import DsotpError, FrameError
+
+log = logging.getLogger(__name__)
 
 __all__ = [
     "FrameIntake",
@@ -163,6 +167,7 @@ class WindowProcessor:
     detector: FaultDetector | None = field(init=False)
     planner: FlisrPlanner | None = field(init=False)
     forecaster: ForecastAgent | None = field(init=False)
+    model_path: Path = field(init=False)
     _last_loads: dict[str, float] = field(init=False, default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -170,15 +175,16 @@ class WindowProcessor:
         self.estimator = Estimator(spec, self.grid)
         self.detector = FaultDetector(spec, self.grid) if spec.flisr.enabled else None
         self.planner = FlisrPlanner(self.grid, spec.flisr) if spec.flisr.enabled else None
-        self.forecaster = (
-            ForecastAgent(
-                spec.area,
-                spec.forecast,
-                self.model_dir / spec.forecast.model.format(area=spec.area),
-            )
-            if spec.forecast.enabled
-            else None
-        )
+        self.model_path = self.model_dir / spec.forecast.model.format(area=spec.area)
+        self.forecaster = None
+        if spec.forecast.enabled:
+            model = None
+            if self.model_path.exists():
+                try:
+                    model = load_forecaster(self.model_path)
+                except DsotpError as exc:
+                    log.warning("forecast model unusable, training anew: %s", exc)
+            self.forecaster = ForecastAgent(spec.area, spec.forecast, model)
 
     def skipped(self, window: Window, reason: str) -> StateEstimate:
         """The estimate published for a window this processor did not estimate."""
@@ -202,6 +208,11 @@ class WindowProcessor:
             self._last_loads = {b.bus: b.p_mw for b in estimate.buses}
         if self.forecaster is not None:
             update = await asyncio.to_thread(self.forecaster.observe, estimate)
+            if update.retrained and self.forecaster.model is not None:
+                try:
+                    await asyncio.to_thread(save_forecaster, self.forecaster.model, self.model_path)
+                except DsotpError as exc:  # the model in memory serves on
+                    log.warning("retrained forecaster not saved: %s", exc)
             if update.pseudo is not None:
                 self.estimator.mapping.set_pseudo_injections(update.pseudo)
             result.forecast = update.forecast

@@ -16,18 +16,21 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from collections import Counter, defaultdict
 from collections.abc import Callable
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
-from aiokafka import AIOKafkaConsumer
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 from dsotp_streams.adapters.grids import load_grid
 from dsotp_streams.adapters.kafka import KafkaTopics, LocalKafka, client_options
 from dsotp_streams.adapters.mqtt import MqttEndpoint, connect
 from dsotp_streams.contracts.agent import load_agent_spec
+from dsotp_streams.contracts.messages import BridgedFrame, FrameBatch
+from dsotp_streams.emulator import PmuFleet
 from dsotp_streams.runtime.bridge import Bridge
 from dsotp_streams.runtime.embedded import Emulator
 from dsotp_streams.settings import KafkaSettings, MqttSettings, Settings
@@ -58,6 +61,9 @@ def start_worker(
     env = {
         **os.environ,
         "DSOTP_KAFKA__URL": settings.kafka.url,
+        "DSOTP_KAFKA__TOPIC_PREFIX": settings.kafka.topic_prefix,
+        "DSOTP_KAFKA__GROUP": settings.kafka.group,
+        "DSOTP_KAFKA__MAX_WINDOW_AGE_S": str(settings.kafka.max_window_age_s),
         "DSOTP_KAFKA__PARTITIONS": str(settings.kafka.partitions),
         "DSOTP_KAFKA__SESSION_TIMEOUT_S": str(settings.kafka.session_timeout_s),
         "DSOTP_KAFKA__DATA_DIR": str(folder / name),
@@ -234,3 +240,88 @@ async def _run(
         "kafka_records": {a: len(v) for a, v in in_kafka.items()},
     }
     return states, emulated, victim_areas, stats
+
+
+def test_a_worker_behind_skips_windows_older_than_its_limit_and_says_why(
+    kafka: str, tmp_path: Path
+) -> None:
+    """Backpressure in the scale-out runtime: windows that are already older than
+    `max_window_age_s` when the worker reaches them (a backlog: a worker that fell behind, or
+    came back after an outage) are published as skipped with the reason and counted; the fresh
+    windows behind them are estimated."""
+    settings = Settings(
+        kafka=KafkaSettings(
+            url=kafka, topic_prefix="behind", group="behind-g", partitions=8, max_window_age_s=10
+        ),
+        agents_dir=write_specs(tmp_path / "agents"),
+    )
+    worker, log = start_worker(settings, "worker-behind", tmp_path)
+    try:
+        deadline = time.monotonic() + 60
+        while "Ready" not in log.read_text(encoding="utf-8", errors="replace"):
+            assert time.monotonic() < deadline, "the worker did not join its group"
+            time.sleep(0.2)
+        time.sleep(3.0)  # the group's last rebalance settles
+        states, boundary = asyncio.run(_backlog_then_live(settings))
+        counted = f"'windows_skipped': {INSTANTS},"
+        deadline = time.monotonic() + 10  # the worker logs its counters every 2 s
+        while counted not in log.read_text(encoding="utf-8") and time.monotonic() < deadline:
+            time.sleep(0.5)
+    finally:
+        os.killpg(worker.pid, signal.SIGTERM)
+        worker.wait(timeout=30)
+    old = [s for s in states if datetime.fromisoformat(str(s["window_start"])) < boundary]
+    fresh = [s for s in states if datetime.fromisoformat(str(s["window_start"])) >= boundary]
+    assert len(old) == len(fresh) == INSTANTS, (len(old), len(fresh))
+    assert {s["status"] for s in old} == {"skipped"}
+    assert all(str(s["reason"]).startswith("worker behind: window started") for s in old)
+    statuses = Counter(s["status"] for s in fresh)
+    assert statuses["skipped"] == 0 and statuses["ok"] >= INSTANTS - 1, statuses
+    assert counted in log.read_text(encoding="utf-8")
+
+
+INSTANTS = 20
+
+
+async def _backlog_then_live(settings: Settings) -> tuple[list[dict[str, object]], datetime]:
+    """20 instants of area-1 stamped two minutes ago, then 20 stamped in the last two seconds,
+    into the frames topic; every estimate of area-1 from the state topic, and a time between
+    the old and the fresh windows."""
+    topics = KafkaTopics(settings.kafka.topic_prefix)
+    spec = load_agent_spec(settings.agents_dir / "area-1.yaml")
+    fleet = PmuFleet(spec, await asyncio.to_thread(load_grid, spec.grid))
+    consumer = AIOKafkaConsumer(
+        topics.state, **client_options(settings.kafka), auto_offset_reset="earliest"
+    )
+    producer = AIOKafkaProducer(**client_options(settings.kafka), acks="all")
+    await consumer.start()
+    await producer.start()
+    try:
+        now = datetime.now(tz=UTC)
+        period = timedelta(seconds=0.1)
+        starts = [now - timedelta(seconds=120), now - INSTANTS * period]
+        for t0 in starts:
+            for k in range(INSTANTS):
+                frames = fleet.step(t0 + k * period).frames
+                batch = FrameBatch(
+                    area="area-1",
+                    frames=[
+                        BridgedFrame(
+                            topic=f"dsotp/area-1/pmu/{f.device}",
+                            payload=f.model_dump_json(),
+                            received_at=now,
+                        )
+                        for f in frames
+                    ],
+                )
+                await producer.send(topics.frames, batch.model_dump_json().encode(), key=b"area-1")
+        await producer.flush()
+        states: list[dict[str, object]] = []
+        async with asyncio.timeout(60):
+            while len(states) < 2 * INSTANTS:
+                record = await consumer.getone()
+                states.append(json.loads(record.value))
+        return states, now - timedelta(seconds=60)
+    finally:
+        await producer.stop()
+        await consumer.stop()

@@ -18,7 +18,6 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from datetime import datetime
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -232,31 +231,35 @@ class QuantileForecaster:
         shaped = out.reshape(self.horizon, y.shape[1], len(QUANTILES))
         return {a: shaped[..., k] * scale for k, a in enumerate(QUANTILES)}
 
-    def save(self, path: Path) -> None:
-        """Persist the models (LightGBM text format inside one JSON file)."""
-        path.parent.mkdir(parents=True, exist_ok=True)
-        state = {
-            "quantiles": list(QUANTILES),
-            "boosters": {str(a): b.model_to_string() for a, b in self.boosters.items()},
-            "widen": self.widen,
-            "spd": self.spd,
-            "horizon": self.horizon,
-            "start": self.calendar.start.isoformat(),
-            "step_s": self.calendar.step_s,
-        }
-        path.write_text(json.dumps(state), encoding="utf-8")
+    def to_json(self) -> str:
+        """The trained models as one JSON document (LightGBM's text format inside)."""
+        return json.dumps(
+            {
+                "quantiles": list(QUANTILES),
+                "boosters": {str(a): b.model_to_string() for a, b in self.boosters.items()},
+                "widen": self.widen,
+                "spd": self.spd,
+                "horizon": self.horizon,
+                "start": self.calendar.start.isoformat(),
+                "step_s": self.calendar.step_s,
+            }
+        )
 
     @classmethod
-    def load(cls, path: Path) -> QuantileForecaster:
-        """Read models saved by `save`."""
+    def from_json(cls, text: str) -> QuantileForecaster:
+        """Models written by `to_json`."""
         import lightgbm as lgb
 
         try:
-            state = json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, ValueError) as exc:
-            raise DsotpError(f"cannot read forecaster {path}: {exc}") from exc
-        model = cls(steps_per_day=state["spd"], horizon=state["horizon"])
-        model.boosters = {float(a): lgb.Booster(model_str=s) for a, s in state["boosters"].items()}
-        model.widen = float(state["widen"])
-        model.calendar = _Calendar(datetime.fromisoformat(state["start"]), float(state["step_s"]))
+            state = json.loads(text)
+            model = cls(steps_per_day=state["spd"], horizon=state["horizon"])
+            model.boosters = {
+                float(a): lgb.Booster(model_str=s) for a, s in state["boosters"].items()
+            }
+            model.widen = float(state["widen"])
+            model.calendar = _Calendar(
+                datetime.fromisoformat(state["start"]), float(state["step_s"])
+            )
+        except (ValueError, KeyError, TypeError, lgb.basic.LightGBMError) as exc:
+            raise DsotpError(f"not a saved forecaster: {exc}") from exc
         return model

@@ -9,7 +9,6 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
 import numpy as np
 
@@ -36,10 +35,11 @@ class ForecastUpdate:
 class ForecastAgent:
     """One area's forecaster."""
 
-    def __init__(self, area: str, spec: ForecastSpec, model_path: Path) -> None:
+    def __init__(
+        self, area: str, spec: ForecastSpec, model: QuantileForecaster | None = None
+    ) -> None:
         self.area = area
         self.spec = spec
-        self.model_path = model_path
         self.spd = round(86400 / spec.step_s)
         self.capacity = spec.history_days * self.spd
         self.buses: list[str] = []
@@ -48,15 +48,10 @@ class ForecastAgent:
         self._count = 0
         self._slot: int | None = None
         self._q_ratio: np.ndarray | None = None
-        self.model: QuantileForecaster | None = None
+        self.model = model  # a trained one, until retraining replaces it (`update.retrained`)
         self.current: Forecast | None = None
         self._next_refresh: datetime | None = None
         self._next_retrain: datetime | None = None
-        if model_path.exists():
-            try:
-                self.model = QuantileForecaster.load(model_path)
-            except DsotpError as exc:
-                log.warning("forecast model %s unusable: %s", model_path, exc)
 
     def observe(self, estimate: StateEstimate) -> ForecastUpdate:
         """Feed one estimate; forecasts and pseudo-measurements when they are due."""
@@ -159,8 +154,7 @@ class ForecastAgent:
         except DsotpError as exc:
             log.warning("forecast retraining for %s failed: %s", self.area, exc)
             return False
-        self.model = model
-        model.save(self.model_path)
+        self.model = model  # the runtime saves it (`ForecastUpdate.retrained`)
         log.info("forecast model for %s retrained on %d steps", self.area, len(series))
         return True
 

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
 import numpy as np
 
 from dsotp_streams.contracts.agent import ForecastSpec
 from dsotp_streams.contracts.messages import BusState, EstimateStatus, StateEstimate
 from dsotp_streams.contracts.storage import rows_from_forecast
+from dsotp_streams.core.forecasting.models import QuantileForecaster
 from dsotp_streams.core.forecasting.stream import ForecastAgent
 
 START = datetime(2026, 1, 5, tzinfo=UTC)  # a Monday
@@ -30,12 +30,9 @@ def _estimate(ts: datetime, day: int, hour: int) -> StateEstimate:
     )
 
 
-def test_agent_retrains_from_history_then_forecasts_and_feeds_pseudo_measurements(
-    tmp_path: Path,
-) -> None:
+def test_agent_retrains_from_history_then_forecasts_and_feeds_pseudo_measurements() -> None:
     spec = ForecastSpec(step_s=3600, horizon_steps=24, refresh_s=6 * 3600, retrain_s=30 * 86400)
-    model_path = tmp_path / "forecast-t.json"
-    agent = ForecastAgent("t", spec, model_path)
+    agent = ForecastAgent("t", spec)
     retrained_at, forecasts, pseudo = None, [], None
     for day in range(50):
         for hour in range(24):
@@ -48,7 +45,7 @@ def test_agent_retrains_from_history_then_forecasts_and_feeds_pseudo_measurement
             if update.pseudo is not None:
                 pseudo = (day, hour, update.pseudo)
     assert retrained_at is not None and 42 <= retrained_at <= 44  # 43 days of history needed
-    assert model_path.exists()
+    assert agent.model is not None
     assert forecasts and all(f.step_s == 3600 and len(f.times) == 24 for f in forecasts)
     last = forecasts[-1]
     assert set(last.quantiles) == {"Bus 1", "Bus 2", "Bus 3"}
@@ -64,6 +61,15 @@ def test_agent_retrains_from_history_then_forecasts_and_feeds_pseudo_measurement
     assert 0.2 < p < 0.8 and q > 0 and sigma > 0
     rows = list(rows_from_forecast(last))
     assert len(rows) == 3 * 3 * 24 and {r.tags["quantile"] for r in rows} == {"0.1", "0.5", "0.9"}
-    # a restarted agent reads the saved model and forecasts with a week of history
-    again = ForecastAgent("t", spec, model_path)
-    assert again.model is not None
+    # a restarted agent, handed the saved model, forecasts from a week and a bit of history
+    # without waiting the six weeks of history retraining needs
+    assert agent.model is not None
+    again = ForecastAgent("t", spec, QuantileForecaster.from_json(agent.model.to_json()))
+    issued = []
+    for day in range(60, 70):
+        for hour in range(24):
+            update = again.observe(_estimate(START + timedelta(days=day, hours=hour), day, hour))
+            assert not update.retrained
+            if update.forecast is not None:
+                issued.append(update.forecast)
+    assert issued and set(issued[-1].quantiles) == {"Bus 1", "Bus 2", "Bus 3"}
