@@ -71,7 +71,11 @@ async def soak(args: argparse.Namespace, folder: Path) -> None:
     grid = load_grid(spec.grid)
     settings = Settings(
         mqtt=MqttSettings(port=port, client_id_prefix="soak"),
-        store=StoreSettings(path=folder / "soak.duckdb", enabled=not args.no_store),
+        store=StoreSettings(
+            path=folder / "soak.duckdb",
+            enabled=not args.no_store,
+            memory_limit=args.store_memory_limit or StoreSettings().memory_limit,
+        ),
     )
     sinks, store = build_sinks(settings)
     lags: list[float] = []
@@ -109,9 +113,10 @@ async def soak(args: argparse.Namespace, folder: Path) -> None:
         stderr=asyncio.subprocess.DEVNULL,
     )
     log.info(
-        "%5s %9s %9s %8s %8s %8s %8s %10s",
+        "%5s %9s %8s %9s %8s %8s %8s %8s %10s",
         "t_s",
         "rss_MiB",
+        "duck_MiB",
         "estimates",
         "p50_ms",
         "p95_ms",
@@ -127,11 +132,13 @@ async def soak(args: argparse.Namespace, folder: Path) -> None:
         window = lags[seen:]
         seen = len(lags)
         memory.append(rss_mib())
+        duck_mib = store.memory_bytes() / 2**20 if store is not None else 0.0
         p50, p95, p99 = np.percentile(window, [50, 95, 99]) if window else (np.nan,) * 3
         log.info(
-            "%5.0f %9.1f %9d %8.1f %8.1f %8.1f %8d %10d",
+            "%5.0f %9.1f %8.1f %9d %8.1f %8.1f %8.1f %8d %10d",
             time.monotonic() - t0,
             memory[-1],
+            duck_mib,
             len(window),
             p50,
             p95,
@@ -185,6 +192,9 @@ def main() -> None:
     parser.add_argument("--minutes", type=float, default=10.0)
     parser.add_argument("--rate", type=float, default=50.0, help="frames/s per PMU")
     parser.add_argument("--interval", type=float, default=30.0, help="seconds per line")
+    parser.add_argument(
+        "--store-memory-limit", help="DuckDB's memory limit (default: the store setting's)"
+    )
     parser.add_argument(
         "--no-store", action="store_true", help="without the embedded store (memory attribution)"
     )

@@ -167,6 +167,12 @@ class BridgeSettings(BaseModel):
         ge=1,
         description="frames held before their MQTT ack (broker in-flight windows bound this)",
     )
+    kafka_timeout_s: float = Field(
+        default=30.0,
+        gt=0,
+        description="a frame batch Kafka has not acknowledged by then is sent again (its frames "
+        "stay unacknowledged on MQTT meanwhile)",
+    )
 
 
 class ApiSettings(BaseModel):

@@ -143,9 +143,13 @@ class LocalKafka:
     reports the last batch's start + 1 as the end offset (so faust's table recovery may miss the
     changelog's tail), and idempotent or transactional producers fail."""
 
-    def __init__(self, *, host: str = "127.0.0.1", port: int = 9092) -> None:
+    def __init__(
+        self, *, host: str = "127.0.0.1", port: int = 9092, advertised_port: int | None = None
+    ) -> None:
+        """`advertised_port`: the port clients are told to use (a proxy in front of it)."""
         self.host = host
         self.port = port
+        self.advertised_port = advertised_port or port
         self._process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -163,7 +167,7 @@ class LocalKafka:
                 "--listener-url",
                 address,
                 "--advertised-listener-url",
-                address,
+                f"tcp://{self.host}:{self.advertised_port}",
                 "--storage-engine",
                 "memory://tansu/",
             ],

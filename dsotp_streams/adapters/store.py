@@ -89,6 +89,11 @@ class DuckStore:
             names = [d[0] for d in cursor.description or []]
             return [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
 
+    def memory_bytes(self) -> int:
+        """What DuckDB holds in memory now (its buffer pool and other allocations)."""
+        rows = self.query("SELECT sum(memory_usage_bytes) AS b FROM duckdb_memory()")
+        return int(rows[0]["b"] or 0)
+
     def count(self, measurement: str) -> int:
         """Rows in one table."""
         if measurement not in SCHEMA:

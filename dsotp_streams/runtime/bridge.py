@@ -19,6 +19,7 @@ import logging
 from collections import defaultdict
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import aiomqtt
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
@@ -52,6 +53,7 @@ class BridgeStats:
     results_out: int = 0
     duplicates_dropped: int = 0
     reconnects: int = 0
+    kafka_retries: int = 0  # batches Kafka did not acknowledge in time, sent again
     lag_ms: float = 0.0
 
 
@@ -87,7 +89,11 @@ class Bridge:
     async def run(self, stop: asyncio.Event) -> None:
         """Run both directions; return when stop is set (pending frames are sent first)."""
         producer = AIOKafkaProducer(
-            **client_options(self.settings.kafka), acks="all", linger_ms=2, max_batch_size=1 << 20
+            **client_options(self.settings.kafka),
+            acks="all",
+            linger_ms=2,
+            max_batch_size=1 << 20,
+            request_timeout_ms=round(self.settings.bridge.kafka_timeout_s * 1000),
         )
         try:
             await producer.start()
@@ -201,43 +207,64 @@ class Bridge:
 
     async def _flush_loop(self, client: aiomqtt.Client) -> None:
         interval = self.settings.bridge.batch_ms / 1000.0
+        backoff = 0.2
         while True:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._flush_now.wait(), timeout=interval)
             self._flush_now.clear()
-            if self._pending:
+            if not self._pending:
+                continue
+            try:
                 await self._flush(client)
+                backoff = 0.2
+            except TransportError as exc:
+                # the frames stay unacknowledged on MQTT and are sent again: Kafka is down or
+                # unreachable, and the MQTT broker holds what comes meanwhile
+                self.stats.kafka_retries += 1
+                log.warning("bridge: %s; sending again in %.1f s", exc, backoff)
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, self.settings.mqtt.reconnect_backoff_max_s)
 
     async def _flush(self, client: aiomqtt.Client) -> None:
-        """Send the pending frames as one record per area (and chunk); ack them on MQTT after
-        Kafka acknowledged."""
+        """Send the pending frames as one record per area (and chunk); ack each chunk's frames
+        on MQTT once Kafka acknowledged it. Chunks Kafka did not take go back to the front of
+        the pending frames (a timed-out send may have been stored after all: the worker then
+        dead-letters the second copy as a duplicate; nothing is lost)."""
         pending, self._pending = self._pending, []
         by_area: dict[str, list[_Pending]] = defaultdict(list)
         for entry in pending:
             by_area[entry.area].append(entry)
         assert self._producer is not None
         size = self.settings.bridge.batch_max_frames
-        futures = []
-        try:
-            for area, entries in by_area.items():
-                for start in range(0, len(entries), size):
-                    chunk = entries[start : start + size]
-                    batch = FrameBatch(area=area, frames=[e.item for e in chunk])
-                    futures.append(
-                        await self._producer.send(
-                            self.topics.frames,
-                            batch.model_dump_json().encode(),
-                            key=area.encode(),
-                        )
+        sent: list[tuple[list[_Pending], asyncio.Future[Any]]] = []
+        failed: list[_Pending] = []
+        error: BaseException | None = None
+        for area, entries in by_area.items():
+            for start in range(0, len(entries), size):
+                chunk = entries[start : start + size]
+                batch = FrameBatch(area=area, frames=[e.item for e in chunk])
+                try:
+                    future = await self._producer.send(
+                        self.topics.frames, batch.model_dump_json().encode(), key=area.encode()
                     )
-            await asyncio.gather(*futures)
-        except KafkaError as exc:
-            # not acknowledged: after reconnecting, the broker delivers them again
-            raise TransportError(f"Kafka send to {self.topics.frames}: {exc}") from exc
-        self.stats.batches_out += len(futures)
-        self.stats.frames_out += len(pending)
-        for entry in pending:
-            ack(client, entry.message)
+                except KafkaError as exc:
+                    failed += chunk
+                    error = exc
+                    continue
+                sent.append((chunk, future))
+        results = await asyncio.gather(*(f for _c, f in sent), return_exceptions=True)
+        for (chunk, _future), result in zip(sent, results, strict=True):
+            if isinstance(result, BaseException):
+                failed += chunk
+                error = result
+                continue
+            self.stats.batches_out += 1
+            self.stats.frames_out += len(chunk)
+            for entry in chunk:
+                ack(client, entry.message)
+        if failed:
+            self._pending[:0] = failed
+            raise TransportError(f"Kafka send to {self.topics.frames}: {error!r}")
 
     # ---- Kafka -> MQTT ---------------------------------------------------------------------
 

@@ -17,32 +17,13 @@ import pytest
 from dsotp_streams.adapters.recording import RecordingWriter
 from dsotp_streams.contracts.agent import AgentSpec
 from dsotp_streams.core.grid import GridModel
-from dsotp_streams.runtime.embedded import AreaPipeline, Emulator
+from dsotp_streams.runtime.embedded import AreaPipeline
 from dsotp_streams.settings import MqttSettings, Settings
 from tests.integration.conftest import MosquittoProcess, RabbitProcess
 from tests.integration.databases import free_port
+from tests.integration.emulated import Produced
 
 pytestmark = [pytest.mark.broker, pytest.mark.slow]
-
-
-class Produced(Emulator):
-    """The emulator, remembering every frame it produced (device, timestamp text)."""
-
-    produced: set[tuple[str, str]]
-
-    async def _produce(self, stop: asyncio.Event) -> None:
-        self.produced = set()
-        fleet_step = self.fleet.step
-
-        def step(ts):  # type: ignore[no-untyped-def]
-            instant = fleet_step(ts)
-            for frame in instant.frames:
-                stamp = json.loads(frame.model_dump_json())["timestamp"]
-                self.produced.add((frame.device, stamp))
-            return instant
-
-        self.fleet.step = step  # type: ignore[method-assign]
-        await super()._produce(stop)
 
 
 def received_frames(path: Path) -> set[tuple[str, str]]:

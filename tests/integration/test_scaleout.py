@@ -33,9 +33,11 @@ from dsotp_streams.contracts.messages import BridgedFrame, FrameBatch
 from dsotp_streams.emulator import PmuFleet
 from dsotp_streams.runtime.bridge import Bridge
 from dsotp_streams.runtime.embedded import Emulator
-from dsotp_streams.settings import KafkaSettings, MqttSettings, Settings
+from dsotp_streams.settings import BridgeSettings, KafkaSettings, MqttSettings, Settings
 from tests.conftest import REPO
 from tests.integration.databases import free_port
+from tests.integration.emulated import Produced
+from tests.integration.netfault import TcpRelay
 
 pytestmark = [pytest.mark.broker, pytest.mark.slow]
 
@@ -325,3 +327,145 @@ async def _backlog_then_live(settings: Settings) -> tuple[list[dict[str, object]
     finally:
         await producer.stop()
         await consumer.stop()
+
+
+OUTAGE_S = 8.0
+
+
+def test_no_frame_or_window_is_lost_when_the_kafka_connections_drop(
+    mosquitto: MqttEndpoint, tmp_path: Path
+) -> None:
+    """Kafka unreachable for 8 s in the middle of a stream, as in a broker restart: every
+    connection of the bridge and the worker drops and new ones are refused (a relay in front
+    of tansu, which keeps its data). The bridge's sends time out (3 s) and are repeated while
+    the PMUs' frames wait unacknowledged on MQTT; afterwards every frame the PMUs produced is on
+    Kafka and every window is estimated and on MQTT."""
+    tansu_port, relay_port = free_port(), free_port()
+    broker = LocalKafka(port=tansu_port, advertised_port=relay_port)
+    broker.start()
+    relay = TcpRelay(relay_port, tansu_port)
+    relay.start()
+    settings = Settings(
+        mqtt=MqttSettings(client_id_prefix=f"kout{free_port()}", reconnect_backoff_max_s=1.0),
+        kafka=KafkaSettings(
+            url=f"kafka://127.0.0.1:{relay_port}",
+            topic_prefix="outage",
+            group="outage-g",
+            partitions=8,
+            session_timeout_s=6.0,
+        ),
+        bridge=BridgeSettings(kafka_timeout_s=3.0),
+        agents_dir=write_specs(tmp_path / "agents"),
+    )
+    worker, log = start_worker(settings, "worker-outage", tmp_path)
+    try:
+        asyncio.run(broker.wait_ready())
+        deadline = time.monotonic() + 60
+        while "Ready" not in log.read_text(encoding="utf-8", errors="replace"):
+            assert time.monotonic() < deadline, "the worker did not join its group"
+            time.sleep(0.2)
+        time.sleep(3.0)
+        produced, on_kafka, states, bridge = asyncio.run(
+            _through_an_outage(settings, mosquitto, relay)
+        )
+    finally:
+        os.killpg(worker.pid, signal.SIGTERM)
+        worker.wait(timeout=30)
+        relay.close()
+        broker.stop()
+    lost = produced - on_kafka
+    assert not lost, f"{len(lost)} of {len(produced)} frames never reached Kafka; {bridge}"
+    assert bridge["kafka_retries"] >= 1, bridge  # the outage outlasted a send
+    # windows by reporting slot (10 per second): frames carry their instants to the microsecond
+    slot = lambda text: round(datetime.fromisoformat(text).timestamp() * 10)  # noqa: E731
+    starts = Counter(slot(str(s["window_start"])) for s in states)
+    instants = sorted({slot(ts) for _device, ts in produced})
+    assert sorted(starts) == instants, (len(starts), len(instants), bridge)
+    assert set(starts.values()) == {1}, "a window published twice"
+    statuses = Counter(s["status"] for s in states)
+    assert statuses["ok"] >= 0.98 * len(instants), statuses
+    assert instants[-1] - instants[0] > 10 * (OUTAGE_S + 5)
+
+
+async def _through_an_outage(
+    settings: Settings, endpoint: MqttEndpoint, relay: TcpRelay
+) -> tuple[set[tuple[str, str]], set[tuple[str, str]], list[dict[str, object]], dict[str, int]]:
+    states: list[dict[str, object]] = []
+    subscribed = asyncio.Event()
+    arrived = asyncio.Event()
+
+    async def until(condition: Callable[[], bool]) -> None:
+        while not condition():
+            arrived.clear()
+            await arrived.wait()
+
+    async def subscribe() -> None:
+        async with connect(endpoint, client_id=f"{settings.mqtt.client_id_prefix}-t") as client:
+            await client.subscribe(f"{settings.mqtt.topic_prefix}/area-1/state", qos=1)
+            subscribed.set()
+            async for message in client.messages:
+                states.append(json.loads(message.payload))
+                arrived.set()
+
+    stop = asyncio.Event()
+    bridge = Bridge(settings=settings, endpoint=endpoint)
+    subscriber = asyncio.create_task(subscribe())
+    bridge_task = asyncio.create_task(bridge.run(stop))
+    await asyncio.wait_for(subscribed.wait(), 10)
+    await asyncio.wait_for(bridge.ready.wait(), 30)
+    spec = load_agent_spec(settings.agents_dir / "area-1.yaml")
+    grid = await asyncio.to_thread(load_grid, spec.grid)
+    emulator = Produced(spec=spec, grid=grid, settings=settings, endpoint=endpoint)
+    emulate_stop = asyncio.Event()
+    emulating = asyncio.create_task(emulator.run(emulate_stop))
+    try:
+        await asyncio.wait_for(until(lambda: len(states) >= 10), 60)
+        await asyncio.sleep(2.0)
+        await asyncio.to_thread(relay.cut)
+        await asyncio.sleep(OUTAGE_S)
+        await asyncio.to_thread(relay.restore)
+        await asyncio.sleep(8.0)
+        emulate_stop.set()
+        await emulating
+        wanted = len({ts for _device, ts in emulator.produced})
+        with contextlib.suppress(TimeoutError):  # the assertions say what is missing
+            windows = lambda: len({s["window_start"] for s in states})  # noqa: E731
+            await asyncio.wait_for(until(lambda: windows() >= wanted), 60)
+        await asyncio.sleep(2.0)
+    finally:
+        emulate_stop.set()
+        stop.set()
+        await bridge_task
+        subscriber.cancel()
+        await asyncio.gather(subscriber, return_exceptions=True)
+    on_kafka = await _frames_on_kafka(settings)
+    stats = {
+        "frames_in": bridge.stats.frames_in,
+        "frames_out": bridge.stats.frames_out,
+        "kafka_retries": bridge.stats.kafka_retries,
+        "reconnects": bridge.stats.reconnects,
+        "estimates": len(states),
+    }
+    return emulator.produced, on_kafka, states, stats
+
+
+async def _frames_on_kafka(settings: Settings) -> set[tuple[str, str]]:
+    """(device, timestamp text) of every frame in the frames topic."""
+    consumer = AIOKafkaConsumer(
+        KafkaTopics(settings.kafka.topic_prefix).frames,
+        **client_options(settings.kafka),
+        auto_offset_reset="earliest",
+        fetch_max_wait_ms=20,
+    )
+    await consumer.start()
+    found: set[tuple[str, str]] = set()
+    try:
+        while batch := await consumer.getmany(timeout_ms=2000):
+            for records in batch.values():
+                for record in records:
+                    for item in FrameBatch.model_validate_json(record.value or b"").frames:
+                        frame = json.loads(item.payload)
+                        found.add((frame["device"], frame["timestamp"]))
+    finally:
+        await consumer.stop()
+    return found
