@@ -95,7 +95,7 @@ class StoreSettings(BaseModel):
     enabled: bool | None = Field(default=None, description="None: on when no InfluxDB is set")
     path: Path = Field(default=Path(".dsotp/dsotp.duckdb"), description='or ":memory:"')
     memory_limit: str | None = Field(
-        default="256MB", description="DuckDB's page cache of a file store (None: DuckDB's 80 %)"
+        default="64MB", description="DuckDB's page cache of a file store (None: DuckDB's 80 %)"
     )
     batch_size: int = Field(default=20_000, ge=1)
     flush_interval_s: float = Field(default=1.0, gt=0)

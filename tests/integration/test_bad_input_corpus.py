@@ -194,3 +194,82 @@ def test_bad_input_corpus_is_dead_lettered_and_the_stream_goes_on(
     ok = [e for e in estimates if e.status.value == "ok"]
     assert len(ok) >= 0.95 * emulated.instants
     assert stats.processing_errors == 0
+
+
+FLOOD = 3000  # messages of each flooding device, sent as fast as the broker takes them
+
+
+def test_a_flood_from_one_device_is_accounted_for_and_the_stream_goes_on(
+    mosquitto: MqttEndpoint, spec: AgentSpec, grid: GridModel
+) -> None:
+    """Two devices flood the area mid-stream: a rogue device unknown to the spec, and copies of
+    one instant of a known PMU. Every flood message is dead-lettered with its reason (or, past
+    the dead-letter queue's bound, counted as dropped), and the PMUs' stream is still estimated."""
+    run = f"flood{time.time_ns()}"
+    settings = Settings(
+        mqtt=MqttSettings(
+            host=mosquitto.host, port=mosquitto.port, client_id_prefix=run, topic_prefix=run
+        )
+    )
+    topics = Topics(run, spec.area)
+    flood_topics = {topics.pmu("rogue"), topics.pmu("pmu-n1-copy")}
+    dead: list[DeadLetter] = []
+    estimates: list[StateEstimate] = []
+
+    async def go() -> tuple[Any, Any]:
+        stop_pipeline, stop_emulator = asyncio.Event(), asyncio.Event()
+        pipeline = AreaPipeline(
+            spec=spec,
+            grid=grid,
+            settings=settings,
+            endpoint=mosquitto,
+            listeners=[estimates.append],
+        )
+        emulator = Emulator(spec=spec, grid=grid, settings=settings, endpoint=mosquitto)
+        task = asyncio.create_task(pipeline.run(stop_pipeline))
+        await asyncio.wait_for(pipeline.ready.wait(), timeout=30)
+        async with connect(mosquitto, client_id=f"{run}-listener") as listener:
+            await listener.subscribe(topics.deadletter, qos=1)
+
+            async def collect() -> None:
+                async for message in listener.messages:
+                    dead.append(DeadLetter.model_validate_json(bytes(message.payload)))
+
+            collector = asyncio.create_task(collect())
+            emulating = asyncio.create_task(emulator.run(stop_emulator))
+            await asyncio.sleep(2.0)
+            rogue = json.dumps(_frame(device="rogue"))
+            copy = json.dumps(_frame(device="pmu-n1"))
+            async with connect(mosquitto, client_id=f"{run}-flood") as sender:
+                for _ in range(FLOOD):
+                    await sender.publish(topics.pmu("rogue"), rogue, qos=1)
+                    await sender.publish(topics.pmu("pmu-n1-copy"), copy, qos=1)
+            assert not task.done(), "the pipeline stopped in the flood"
+            await asyncio.sleep(3.0)
+            stop_emulator.set()
+            await emulating
+            await asyncio.sleep(1.0)
+            stop_pipeline.set()
+            await task
+            for _ in range(100):
+                flood_letters = sum(d.topic in flood_topics for d in dead)
+                if flood_letters + pipeline.stats.dead_letters_dropped >= 2 * FLOOD - 1:
+                    break
+                await asyncio.sleep(0.1)
+            collector.cancel()
+        return pipeline.stats, emulator.stats
+
+    stats, emulated = asyncio.run(go())
+    rogue = [d for d in dead if d.topic == topics.pmu("rogue")]
+    copies = [d for d in dead if d.topic == topics.pmu("pmu-n1-copy")]
+    assert all("unknown device 'rogue'" in d.reason for d in rogue)
+    # the first copy may take pmu-n1's place in its window; every other is a duplicate or late
+    assert all(d.reason.startswith(("duplicate", "late")) for d in copies)
+    assert len(rogue) + len(copies) + stats.dead_letters_dropped >= 2 * FLOOD - 1, (
+        len(rogue),
+        len(copies),
+        stats,
+    )
+    assert stats.unknown_device >= FLOOD and stats.processing_errors == 0
+    ok = [e for e in estimates if e.status.value == "ok"]
+    assert len(ok) >= 0.95 * emulated.instants, (len(ok), emulated.instants, stats)
