@@ -7,16 +7,19 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import aiomqtt
 import pytest
 
 from dsotp_streams.adapters.mqtt import MqttEndpoint, Topics, connect
 from dsotp_streams.contracts.agent import AgentSpec
 from dsotp_streams.contracts.messages import DeadLetter, StateEstimate
 from dsotp_streams.core.grid import GridModel
-from dsotp_streams.runtime.embedded import AreaPipeline, Emulator
+from dsotp_streams.runtime.embedded import AreaPipeline, Emulator, EmulatorStats, PipelineStats
 from dsotp_streams.settings import MqttSettings, Settings
 
 pytestmark = pytest.mark.broker
@@ -117,16 +120,30 @@ def corpus() -> dict[str, bytes]:
     return items
 
 
-@pytest.mark.parametrize("broker", ["amqtt", "mosquitto"])
-def test_bad_input_corpus_is_dead_lettered_and_the_stream_goes_on(
-    broker: str, request: pytest.FixtureRequest, spec: AgentSpec, grid: GridModel
-) -> None:
-    endpoint: MqttEndpoint = request.getfixturevalue(broker)
-    items = corpus()
-    assert len(items) >= 50
-    # client ids and topics of its own: amqtt was seen not to deliver to a new subscriber of a
-    # topic that another test's client had subscribed before
-    run = f"corpus{time.time_ns()}"
+@dataclass
+class StreamRun:
+    """What a pipeline saw while bad input was sent into a live emulated stream."""
+
+    stats: PipelineStats
+    emulated: EmulatorStats
+    dead: list[DeadLetter] = field(default_factory=list)
+    estimates: list[StateEstimate] = field(default_factory=list)
+
+
+def run_stream_with(
+    endpoint: MqttEndpoint,
+    spec: AgentSpec,
+    grid: GridModel,
+    inject: Callable[[aiomqtt.Client, Topics], Awaitable[None]],
+    *,
+    expected_letters: Callable[[list[DeadLetter], PipelineStats], bool],
+) -> tuple[StreamRun, Topics]:
+    """The area's pipeline and emulated PMUs on `endpoint`, with `inject` sending its messages
+    two seconds into the stream; returns once the dead letters `expected_letters` waits for are
+    in (or five seconds after the pipeline stopped). Client ids and topics are the run's own:
+    amqtt was seen not to deliver to a new subscriber of a topic that another test's client had
+    subscribed before."""
+    run = f"bad{time.time_ns()}"
     settings = Settings(
         mqtt=MqttSettings(
             host=endpoint.host, port=endpoint.port, client_id_prefix=run, topic_prefix=run
@@ -136,7 +153,7 @@ def test_bad_input_corpus_is_dead_lettered_and_the_stream_goes_on(
     dead: list[DeadLetter] = []
     estimates: list[StateEstimate] = []
 
-    async def go() -> tuple[Any, Any]:
+    async def go() -> StreamRun:
         stop_pipeline, stop_emulator = asyncio.Event(), asyncio.Event()
         pipeline = AreaPipeline(
             spec=spec, grid=grid, settings=settings, endpoint=endpoint, listeners=[estimates.append]
@@ -144,7 +161,7 @@ def test_bad_input_corpus_is_dead_lettered_and_the_stream_goes_on(
         emulator = Emulator(spec=spec, grid=grid, settings=settings, endpoint=endpoint)
         task = asyncio.create_task(pipeline.run(stop_pipeline))
         await asyncio.wait_for(pipeline.ready.wait(), timeout=30)
-        async with connect(endpoint, client_id=f"corpus-listener-{time.time_ns()}") as listener:
+        async with connect(endpoint, client_id=f"{run}-listener") as listener:
             await listener.subscribe(topics.deadletter, qos=1)
 
             async def collect() -> None:
@@ -154,11 +171,9 @@ def test_bad_input_corpus_is_dead_lettered_and_the_stream_goes_on(
             collector = asyncio.create_task(collect())
             emulating = asyncio.create_task(emulator.run(stop_emulator))
             await asyncio.sleep(2.0)
-            async with connect(endpoint, client_id=f"corpus-{time.time_ns()}") as sender:
-                for name, payload in items.items():
-                    await sender.publish(topics.pmu("corpus"), payload, qos=1)
-                    await asyncio.sleep(0.02)
-                    assert not task.done(), f"the pipeline stopped after {name!r}"
+            async with connect(endpoint, client_id=f"{run}-sender") as sender:
+                await inject(sender, topics)
+            assert not task.done(), "the pipeline stopped"
             await asyncio.sleep(2.0)
             stop_emulator.set()
             await emulating
@@ -166,17 +181,36 @@ def test_bad_input_corpus_is_dead_lettered_and_the_stream_goes_on(
             stop_pipeline.set()
             await task
             for _ in range(50):
-                if sum(d.topic == topics.pmu("corpus") for d in dead) >= len(items):
+                if expected_letters(dead, pipeline.stats):
                     break
                 await asyncio.sleep(0.1)
             collector.cancel()
-        return pipeline.stats, emulator.stats
+        return StreamRun(pipeline.stats, emulator.stats, dead, estimates)
 
-    stats, emulated = asyncio.run(go())
+    return asyncio.run(go()), topics
+
+
+@pytest.mark.parametrize("broker", ["amqtt", "mosquitto"])
+def test_bad_input_corpus_is_dead_lettered_and_the_stream_goes_on(
+    broker: str, request: pytest.FixtureRequest, spec: AgentSpec, grid: GridModel
+) -> None:
+    endpoint: MqttEndpoint = request.getfixturevalue(broker)
+    items = corpus()
+    assert len(items) >= 50
+
+    async def inject(sender: aiomqtt.Client, topics: Topics) -> None:
+        for payload in items.values():
+            await sender.publish(topics.pmu("corpus"), payload, qos=1)
+            await asyncio.sleep(0.02)
+
+    def all_in(dead: list[DeadLetter], _stats: PipelineStats) -> bool:
+        return sum(d.topic.endswith("/pmu/corpus") for d in dead) >= len(items)
+
+    run, topics = run_stream_with(endpoint, spec, grid, inject, expected_letters=all_in)
     # every bad message accounted for: one dead letter each, with a reason (the emulated stream
     # may add its own, e.g. frames late under load: those come on the devices' topics)
-    ours = [letter for letter in dead if letter.topic == topics.pmu("corpus")]
-    assert len(ours) == len(items), (len(ours), len(items), stats)
+    ours = [letter for letter in run.dead if letter.topic == topics.pmu("corpus")]
+    assert len(ours) == len(items), (len(ours), len(items), run.stats)
     assert all(letter.reason for letter in ours)
     reasons = " | ".join(letter.reason for letter in ours)
     for expected in (
@@ -191,9 +225,9 @@ def test_bad_input_corpus_is_dead_lettered_and_the_stream_goes_on(
     ):
         assert expected in reasons, expected
     # and the valid stream around them was estimated
-    ok = [e for e in estimates if e.status.value == "ok"]
-    assert len(ok) >= 0.95 * emulated.instants
-    assert stats.processing_errors == 0
+    ok = [e for e in run.estimates if e.status.value == "ok"]
+    assert len(ok) >= 0.95 * run.emulated.instants
+    assert run.stats.processing_errors == 0
 
 
 FLOOD = 3000  # messages of each flooding device, sent as fast as the broker takes them
@@ -205,71 +239,28 @@ def test_a_flood_from_one_device_is_accounted_for_and_the_stream_goes_on(
     """Two devices flood the area mid-stream: a rogue device unknown to the spec, and copies of
     one instant of a known PMU. Every flood message is dead-lettered with its reason (or, past
     the dead-letter queue's bound, counted as dropped), and the PMUs' stream is still estimated."""
-    run = f"flood{time.time_ns()}"
-    settings = Settings(
-        mqtt=MqttSettings(
-            host=mosquitto.host, port=mosquitto.port, client_id_prefix=run, topic_prefix=run
-        )
-    )
-    topics = Topics(run, spec.area)
-    flood_topics = {topics.pmu("rogue"), topics.pmu("pmu-n1-copy")}
-    dead: list[DeadLetter] = []
-    estimates: list[StateEstimate] = []
 
-    async def go() -> tuple[Any, Any]:
-        stop_pipeline, stop_emulator = asyncio.Event(), asyncio.Event()
-        pipeline = AreaPipeline(
-            spec=spec,
-            grid=grid,
-            settings=settings,
-            endpoint=mosquitto,
-            listeners=[estimates.append],
-        )
-        emulator = Emulator(spec=spec, grid=grid, settings=settings, endpoint=mosquitto)
-        task = asyncio.create_task(pipeline.run(stop_pipeline))
-        await asyncio.wait_for(pipeline.ready.wait(), timeout=30)
-        async with connect(mosquitto, client_id=f"{run}-listener") as listener:
-            await listener.subscribe(topics.deadletter, qos=1)
+    async def inject(sender: aiomqtt.Client, topics: Topics) -> None:
+        rogue = json.dumps(_frame(device="rogue"))
+        copy = json.dumps(_frame(device="pmu-n1"))
+        for _ in range(FLOOD):
+            await sender.publish(topics.pmu("rogue"), rogue, qos=1)
+            await sender.publish(topics.pmu("pmu-n1-copy"), copy, qos=1)
 
-            async def collect() -> None:
-                async for message in listener.messages:
-                    dead.append(DeadLetter.model_validate_json(bytes(message.payload)))
+    def flood_letters(dead: list[DeadLetter]) -> int:
+        return sum(d.topic.endswith(("/pmu/rogue", "/pmu/pmu-n1-copy")) for d in dead)
 
-            collector = asyncio.create_task(collect())
-            emulating = asyncio.create_task(emulator.run(stop_emulator))
-            await asyncio.sleep(2.0)
-            rogue = json.dumps(_frame(device="rogue"))
-            copy = json.dumps(_frame(device="pmu-n1"))
-            async with connect(mosquitto, client_id=f"{run}-flood") as sender:
-                for _ in range(FLOOD):
-                    await sender.publish(topics.pmu("rogue"), rogue, qos=1)
-                    await sender.publish(topics.pmu("pmu-n1-copy"), copy, qos=1)
-            assert not task.done(), "the pipeline stopped in the flood"
-            await asyncio.sleep(3.0)
-            stop_emulator.set()
-            await emulating
-            await asyncio.sleep(1.0)
-            stop_pipeline.set()
-            await task
-            for _ in range(100):
-                flood_letters = sum(d.topic in flood_topics for d in dead)
-                if flood_letters + pipeline.stats.dead_letters_dropped >= 2 * FLOOD - 1:
-                    break
-                await asyncio.sleep(0.1)
-            collector.cancel()
-        return pipeline.stats, emulator.stats
+    def all_in(dead: list[DeadLetter], stats: PipelineStats) -> bool:
+        return flood_letters(dead) + stats.dead_letters_dropped >= 2 * FLOOD - 1
 
-    stats, emulated = asyncio.run(go())
-    rogue = [d for d in dead if d.topic == topics.pmu("rogue")]
-    copies = [d for d in dead if d.topic == topics.pmu("pmu-n1-copy")]
+    run, topics = run_stream_with(mosquitto, spec, grid, inject, expected_letters=all_in)
+    rogue = [d for d in run.dead if d.topic == topics.pmu("rogue")]
+    copies = [d for d in run.dead if d.topic == topics.pmu("pmu-n1-copy")]
     assert all("unknown device 'rogue'" in d.reason for d in rogue)
     # the first copy may take pmu-n1's place in its window; every other is a duplicate or late
     assert all(d.reason.startswith(("duplicate", "late")) for d in copies)
-    assert len(rogue) + len(copies) + stats.dead_letters_dropped >= 2 * FLOOD - 1, (
-        len(rogue),
-        len(copies),
-        stats,
-    )
+    stats = run.stats
+    assert len(rogue) + len(copies) + stats.dead_letters_dropped >= 2 * FLOOD - 1, stats
     assert stats.unknown_device >= FLOOD and stats.processing_errors == 0
-    ok = [e for e in estimates if e.status.value == "ok"]
-    assert len(ok) >= 0.95 * emulated.instants, (len(ok), emulated.instants, stats)
+    ok = [e for e in run.estimates if e.status.value == "ok"]
+    assert len(ok) >= 0.95 * run.emulated.instants, (len(ok), run.emulated, stats)
