@@ -192,7 +192,11 @@ async def run_demo(
         pipeline = _pipeline(spec, grid, settings, endpoint, outputs)
         pipeline.recorder = recorder
         gc.freeze()  # the grid model's objects live as long as the process: keep them out of GC
-        emulator = Emulator(spec=spec, grid=grid, settings=settings, endpoint=endpoint)
+        # in a thread: reading the load profiles takes seconds, and the embedded broker and the
+        # live page run on this loop
+        emulator = await asyncio.to_thread(
+            lambda: Emulator(spec=spec, grid=grid, settings=settings, endpoint=endpoint)
+        )
         for line, at_s in faults or []:
             emulator.fleet.schedule_fault(line, at_s=at_s)
         pipeline_task = asyncio.create_task(pipeline.run(stop_pipeline))
