@@ -78,4 +78,5 @@ def test_a_slow_estimator_skips_windows_and_latency_stays_bounded(
     # latency of the estimated windows stays bounded by the queue, not by the run's length
     lags = np.array([t - e.window_start.timestamp() for t, e in arrivals if e.status.value == "ok"])
     late_half = lags[len(lags) // 2 :]
-    assert np.percentile(late_half, 95) < 2.0, np.percentile(late_half, [50, 95])
+    # (0.5-1.4 s seen; an unbounded queue: 20 s and growing)
+    assert np.percentile(late_half, 95) < 4.0, np.percentile(late_half, [50, 95])
