@@ -33,7 +33,12 @@ from dsotp_streams.core.grid import GridModel
 from dsotp_streams.errors import DsotpError
 from dsotp_streams.runtime.embedded import AreaPipeline, Emulator, EmulatorStats, PipelineStats
 from dsotp_streams.runtime.outputs import Outputs
-from dsotp_streams.settings import MqttSettings, Settings
+from dsotp_streams.settings import (
+    MqttSettings,
+    Settings,
+    settings_environment,
+    settings_reference,
+)
 
 __all__ = ["app", "main"]
 
@@ -430,6 +435,17 @@ def emulate(
         f"emulated {stats.instants} instants ({stats.instants_behind} skipped), "
         f"{stats.frames} frames"
     )
+
+
+@app.command("settings")
+def settings_cmd(
+    reference: Annotated[
+        bool, typer.Option("--reference", help="every setting with its meaning, as Markdown")
+    ] = False,
+) -> None:
+    """Print the settings this environment gives a process (`DSOTP_...`, secrets masked)."""
+    text = settings_reference() if reference else "\n".join(settings_environment(Settings()))
+    typer.echo(text)
 
 
 register_offline(app)

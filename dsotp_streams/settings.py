@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
+from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 __all__ = [
@@ -19,6 +21,8 @@ __all__ = [
     "Settings",
     "StoreSettings",
     "default_data_dir",
+    "settings_environment",
+    "settings_reference",
 ]
 
 
@@ -35,16 +39,22 @@ class MqttSettings(BaseModel):
     url: str | None = Field(
         default=None, description="mqtt://user:pass@host:port of an external broker"
     )
-    host: str = "127.0.0.1"
-    port: int = Field(default=1883, ge=1, le=65535)
-    username: str | None = None
-    password: SecretStr | None = None
-    topic_prefix: str = "dsotp"
-    qos: int = Field(default=1, ge=0, le=2)
-    client_id_prefix: str = "dsotp"
-    keepalive_s: int = Field(default=30, ge=5)
-    reconnect_backoff_max_s: float = Field(default=10.0, gt=0)
-    max_payload_bytes: int = Field(default=256_000, gt=0)
+    host: str = Field(default="127.0.0.1", description="broker host (without `url`)")
+    port: int = Field(default=1883, ge=1, le=65535, description="broker port (without `url`)")
+    username: str | None = Field(default=None, description="MQTT user of every client of ours")
+    password: SecretStr | None = Field(default=None, description="its password (never logged)")
+    topic_prefix: str = Field(default="dsotp", description="topics are `<prefix>/<area>/...`")
+    qos: int = Field(default=1, ge=0, le=2, description="of subscriptions and publications")
+    client_id_prefix: str = Field(
+        default="dsotp", description="client ids are `<prefix>-<role>`: unique per deployment"
+    )
+    keepalive_s: int = Field(default=30, ge=5, description="MQTT keep-alive")
+    reconnect_backoff_max_s: float = Field(
+        default=10.0, gt=0, description="longest wait between reconnection attempts"
+    )
+    max_payload_bytes: int = Field(
+        default=256_000, gt=0, description="larger messages are dead-lettered unread"
+    )
     tls: bool = Field(default=False, description="TLS with the system's CAs (mqtts:// does too)")
     tls_ca_file: Path | None = Field(default=None, description="CA certificate(s) to trust")
     tls_cert_file: Path | None = Field(default=None, description="client certificate (optional)")
@@ -56,9 +66,18 @@ class RuntimeSettings(BaseModel):
 
     model_config = ConfigDict(frozen=True)
 
-    window_queue_size: int = Field(default=64, ge=1)
-    status_interval_s: float = Field(default=1.0, gt=0)
-    truth_history: int = Field(default=2048, ge=1)
+    window_queue_size: int = Field(
+        default=64,
+        ge=1,
+        description="closed windows waiting for the estimator; when full the oldest is "
+        "published as skipped",
+    )
+    status_interval_s: float = Field(
+        default=1.0, gt=0, description="how often `<prefix>/<area>/status` is published"
+    )
+    truth_history: int = Field(
+        default=2048, ge=1, description="emulated true states kept to score the estimates"
+    )
     event_time: bool = Field(
         default=False,
         description="close windows by the frames' own time (replays) instead of the wall clock",
@@ -71,19 +90,21 @@ class InfluxSettings(BaseModel):
     model_config = ConfigDict(frozen=True)
 
     url: str | None = Field(default=None, description="http://host:8086")
-    api: Literal["v1", "v2"] = "v1"
+    api: Literal["v1", "v2"] = Field(default="v1", description="InfluxDB 1.x or 2.x write API")
     database: str = Field(default="dsotp", description="v1 database (v2 with DBRP mapping)")
     bucket: str = Field(default="dsotp", description="v2 bucket")
-    org: str = "dsotp"
-    token: SecretStr | None = None
-    username: str | None = None
-    password: SecretStr | None = None
-    batch_size: int = Field(default=5000, ge=1)
-    flush_interval_s: float = Field(default=1.0, gt=0)
+    org: str = Field(default="dsotp", description="v2 organisation")
+    token: SecretStr | None = Field(default=None, description="v2 API token")
+    username: str | None = Field(default=None, description="v1 user")
+    password: SecretStr | None = Field(default=None, description="v1 password")
+    batch_size: int = Field(default=5000, ge=1, description="rows per write request")
+    flush_interval_s: float = Field(default=1.0, gt=0, description="longest wait before a write")
     max_buffer_rows: int = Field(default=200_000, ge=1, description="then spill to disk")
-    spill_dir: Path = Path(".dsotp/spill")
-    retry_max_s: float = Field(default=10.0, gt=0)
-    timeout_s: float = Field(default=10.0, gt=0)
+    spill_dir: Path = Field(
+        default=Path(".dsotp/spill"), description="rows kept on disk while InfluxDB is away"
+    )
+    retry_max_s: float = Field(default=10.0, gt=0, description="longest wait between retries")
+    timeout_s: float = Field(default=10.0, gt=0, description="of one write request")
     store_frames: bool = Field(default=True, description="also write every raw PMU reading")
 
 
@@ -97,9 +118,9 @@ class StoreSettings(BaseModel):
     memory_limit: str | None = Field(
         default="64MB", description="DuckDB's page cache of a file store (None: DuckDB's 80 %)"
     )
-    batch_size: int = Field(default=20_000, ge=1)
-    flush_interval_s: float = Field(default=1.0, gt=0)
-    store_frames: bool = True
+    batch_size: int = Field(default=20_000, ge=1, description="rows per append")
+    flush_interval_s: float = Field(default=1.0, gt=0, description="longest wait before an append")
+    store_frames: bool = Field(default=True, description="also store every raw PMU reading")
 
 
 class LiveSettings(BaseModel):
@@ -107,9 +128,9 @@ class LiveSettings(BaseModel):
 
     model_config = ConfigDict(frozen=True)
 
-    enabled: bool = True
-    host: str = "127.0.0.1"
-    port: int = Field(default=8050, ge=0, le=65535)
+    enabled: bool = Field(default=True, description="serve the live page in `dsotp demo`/`run`")
+    host: str = Field(default="127.0.0.1", description="address it listens on")
+    port: int = Field(default=8050, ge=0, le=65535, description="its port (0: any free one)")
     history_s: float = Field(default=300.0, gt=0, description="how far back the charts reach")
 
 
@@ -123,19 +144,25 @@ class KafkaSettings(BaseModel):
     )
     topic_prefix: str = Field(default="dsotp", description="topics are `<prefix>.<name>`")
     partitions: int = Field(default=8, ge=1, description="of every topic (areas hash onto them)")
-    replication: int = Field(default=1, ge=1)
+    replication: int = Field(default=1, ge=1, description="replication factor of the topics")
     group: str = Field(default="dsotp-workers", description="the workers' consumer group/app id")
-    security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
-    sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] = "PLAIN"
-    sasl_username: str | None = None
-    sasl_password: SecretStr | None = None
-    ssl_ca_file: Path | None = None
-    ssl_cert_file: Path | None = None
-    ssl_key_file: Path | None = None
+    security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = Field(
+        default="PLAINTEXT", description="how clients reach the brokers"
+    )
+    sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] = Field(
+        default="PLAIN", description="with SASL_*"
+    )
+    sasl_username: str | None = Field(default=None, description="with SASL_*")
+    sasl_password: SecretStr | None = Field(default=None, description="with SASL_* (never logged)")
+    ssl_ca_file: Path | None = Field(default=None, description="CA to trust, with SSL/SASL_SSL")
+    ssl_cert_file: Path | None = Field(default=None, description="client certificate (optional)")
+    ssl_key_file: Path | None = Field(default=None, description="client key (optional)")
     session_timeout_s: float = Field(
         default=6.0, gt=0, description="a dead worker's areas move after this long"
     )
-    heartbeat_interval_s: float = Field(default=1.0, gt=0)
+    heartbeat_interval_s: float = Field(
+        default=1.0, gt=0, description="consumer group heartbeats (below the session timeout)"
+    )
     data_dir: Path = Field(default=Path(".dsotp/faust"), description="the workers' table data")
     emitted_table: bool = Field(
         default=False,
@@ -180,8 +207,8 @@ class ApiSettings(BaseModel):
 
     model_config = ConfigDict(frozen=True)
 
-    host: str = "127.0.0.1"
-    port: int = Field(default=8080, ge=1, le=65535)
+    host: str = Field(default="127.0.0.1", description="address `dsotp api` listens on")
+    port: int = Field(default=8080, ge=1, le=65535, description="its port")
     token: SecretStr | None = Field(
         default=None, description="bearer token every /v1 request must carry"
     )
@@ -212,6 +239,73 @@ class Settings(BaseSettings):
     heartbeat_file: Path | None = Field(
         default=None, description="bridge and worker touch it every 2 s (liveness probes)"
     )
-    agent_file: Path = Path("agents/cigre-mv.yaml")
-    data_dir: Path = Field(default_factory=default_data_dir)
-    log_level: str = "WARNING"
+    agent_file: Path = Field(
+        default=Path("agents/cigre-mv.yaml"), description="the agent spec of `dsotp demo`/`run`"
+    )
+    data_dir: Path = Field(
+        default_factory=default_data_dir,
+        description="the shared reference data (default `../shared/datasets` beside the checkout)",
+    )
+    log_level: str = Field(default="WARNING", description="DEBUG, INFO, WARNING or ERROR")
+
+
+def _type_name(annotation: object) -> str:
+    text = getattr(annotation, "__name__", None) if isinstance(annotation, type) else None
+    return text or re.sub(r"\b(?:[a-z_]+\.)+(\w+)", r"\1", str(annotation))
+
+
+def _default(field: FieldInfo) -> str:
+    if field.default_factory is not None:
+        return "computed"
+    value = field.default
+    if isinstance(value, BaseModel):
+        return ""
+    if isinstance(value, str):
+        return f"`{value!r}`"
+    return f"`{value}`"
+
+
+def settings_reference() -> str:
+    """Every setting as Markdown: variable, type, default, meaning (docs/settings.md)."""
+    lines = [
+        "# Settings",
+        "",
+        "Generated by `dsotp settings --reference`; a test keeps it equal to the code.",
+        "Every process builds one frozen `Settings` at start-up from the environment",
+        "(prefix `DSOTP_`, nested with `__`); `dsotp settings` prints what a process would see,",
+        "passwords hidden.",
+        "",
+    ]
+    sections: list[tuple[str, str, type[BaseModel]]] = [("", "", Settings)]
+    for name, field in Settings.model_fields.items():
+        if isinstance(field.annotation, type) and issubclass(field.annotation, BaseModel):
+            sections.append((name, f"{name.upper()}__", field.annotation))
+    for name, prefix, model in sections:
+        title = f"`{name}`: {(model.__doc__ or '').strip()}" if name else "Top level"
+        lines += [f"## {title}", "", "| variable | type | default | meaning |", "|---|---|---|---|"]
+        for key, field in model.model_fields.items():
+            nested = isinstance(field.annotation, type) and issubclass(field.annotation, BaseModel)
+            if nested:
+                continue
+            meaning = (field.description or "").replace("|", "\\|")
+            kind = _type_name(field.annotation).replace("|", "\\|")
+            lines.append(
+                f"| `DSOTP_{prefix}{key.upper()}` | {kind} | {_default(field)} | {meaning} |"
+            )
+        lines.append("")
+    return "\n".join(lines)
+
+
+def settings_environment(settings: Settings) -> list[str]:
+    """`DSOTP_...=value` for every setting of `settings`, passwords and tokens masked."""
+    lines: list[str] = []
+
+    def walk(prefix: str, values: dict[str, object]) -> None:
+        for key, value in values.items():
+            if isinstance(value, dict):
+                walk(f"{prefix}{key.upper()}__", value)
+            else:
+                lines.append(f"{prefix}{key.upper()}={'' if value is None else value}")
+
+    walk("DSOTP_", settings.model_dump(mode="json"))
+    return lines
