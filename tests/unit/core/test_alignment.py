@@ -121,3 +121,35 @@ def test_alignment_every_frame_is_accounted_for() -> None:
         aligner.poll(now=T0 + k * PERIOD)
     c = aligner.counters
     assert c.accepted + c.duplicate + c.late + c.unknown_device + c.future == offered
+
+
+def test_alignment_clock_skew_within_half_a_period_joins_the_right_instant() -> None:
+    """PMU clocks skewed by up to +-45 ms at 10 frames/s: every frame joins its own instant."""
+    aligner = _aligner()
+    skew_ms = {"a": -45.0, "b": 0.0, "c": 45.0}
+    for k in range(20):
+        now = T0 + k * PERIOD + timedelta(milliseconds=50)
+        for device, skew in skew_ms.items():
+            assert aligner.add(_frame(device, k, jitter_ms=skew), now=now) is AlignOutcome.ACCEPTED
+    windows = aligner.poll(now=T0 + 20 * PERIOD)
+    assert [w.window_start for w in windows] == [T0 + k * PERIOD for k in range(20)]
+    assert all(w.complete for w in windows)
+
+
+def test_alignment_a_pmu_whose_clock_lags_beyond_the_wait_is_late_every_time() -> None:
+    """One PMU 2 s behind: its frames are counted late, one by one; the others' windows close
+    after the wait without it, in order, none lost."""
+    aligner = _aligner()
+    outcomes = []
+    closed = []
+    for k in range(30):
+        now = T0 + k * PERIOD
+        aligner.add(_frame("a", k), now=now)
+        aligner.add(_frame("b", k), now=now)
+        outcomes.append(aligner.add(_frame("c", k - 20), now=now) if k >= 20 else None)
+        closed += aligner.poll(now=now + timedelta(milliseconds=10))
+    closed += aligner.poll(now=T0 + 31 * PERIOD)
+    assert set(outcomes[20:]) == {AlignOutcome.LATE}
+    assert aligner.counters.late == 10
+    assert [w.window_start for w in closed] == [T0 + k * PERIOD for k in range(30)]
+    assert all(w.missing_devices == ["c"] for w in closed)
