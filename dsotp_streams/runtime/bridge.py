@@ -127,6 +127,7 @@ class Bridge:
         await self._inbound_ready.wait()
         await self._outbound_ready.wait()
         self.ready.set()
+        log.info("bridge: ready (MQTT subscribed, Kafka connected)")
 
     # ---- MQTT -> Kafka ---------------------------------------------------------------------
 

@@ -469,3 +469,80 @@ async def _frames_on_kafka(settings: Settings) -> set[tuple[str, str]]:
     finally:
         await consumer.stop()
     return found
+
+
+def test_a_bridge_killed_mid_stream_loses_no_frame(
+    kafka: str, mosquitto: MqttEndpoint, tmp_path: Path
+) -> None:
+    """`dsotp bridge` acknowledges a frame on MQTT only after Kafka has it: killed with SIGKILL
+    mid-stream and started again 2 s later, it resumes its persistent session and every frame
+    the PMUs produced is on Kafka (some twice: sent, then killed before the MQTT ack)."""
+    run = f"bk{free_port()}"
+    settings = Settings(
+        mqtt=MqttSettings(
+            host=mosquitto.host, port=mosquitto.port, client_id_prefix=run, topic_prefix=run
+        ),
+        kafka=KafkaSettings(url=kafka, topic_prefix=run),
+        agents_dir=write_specs(tmp_path / "agents"),
+    )
+    env = {
+        **os.environ,
+        "DSOTP_KAFKA__URL": kafka,
+        "DSOTP_KAFKA__TOPIC_PREFIX": run,
+        "DSOTP_MQTT__HOST": mosquitto.host,
+        "DSOTP_MQTT__PORT": str(mosquitto.port),
+        "DSOTP_MQTT__CLIENT_ID_PREFIX": run,
+        "DSOTP_MQTT__TOPIC_PREFIX": run,
+        "DSOTP_LOG_LEVEL": "INFO",
+        # frames wait up to 200 ms for their batch: the kill lands while some are in hand
+        "DSOTP_BRIDGE__BATCH_MS": "200",
+    }
+
+    def start_bridge(name: str) -> tuple[subprocess.Popen[bytes], Path]:
+        log = tmp_path / f"{name}.log"
+        with log.open("wb") as out:
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "dsotp_streams", "bridge"],
+                env=env,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        deadline = time.monotonic() + 60
+        while "bridge: ready" not in log.read_text(encoding="utf-8", errors="replace"):
+            assert proc.poll() is None and time.monotonic() < deadline, log.read_text()
+            time.sleep(0.1)
+        return proc, log
+
+    first, _log = start_bridge("bridge-1")
+    second: subprocess.Popen[bytes] | None = None
+
+    async def stream() -> set[tuple[str, str]]:
+        nonlocal second
+        spec = load_agent_spec(settings.agents_dir / "area-1.yaml")
+        grid = await asyncio.to_thread(load_grid, spec.grid)
+        emulator = Produced(spec=spec, grid=grid, settings=settings, endpoint=mosquitto)
+        stop = asyncio.Event()
+        emulating = asyncio.create_task(emulator.run(stop))
+        await asyncio.sleep(3.0)
+        os.killpg(first.pid, signal.SIGKILL)
+        first.wait(timeout=10)
+        await asyncio.sleep(2.0)
+        second, _log2 = await asyncio.to_thread(start_bridge, "bridge-2")
+        await asyncio.sleep(4.0)
+        stop.set()
+        await emulating
+        await asyncio.sleep(2.0)  # the last frames reach Kafka
+        return emulator.produced
+
+    try:
+        produced = asyncio.run(stream())
+        on_kafka = asyncio.run(_frames_on_kafka(settings))
+    finally:
+        for proc in (first, second):
+            if proc is not None and proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGTERM)
+                proc.wait(timeout=30)
+    assert len(produced) >= 80 * 10  # 9 s of 10 PMUs at 10 frames/s
+    lost = produced - on_kafka
+    assert not lost, f"{len(lost)} of {len(produced)} frames lost: {sorted(lost)[:3]}"
