@@ -153,6 +153,11 @@ class LocalKafka:
         self._process: subprocess.Popen[bytes] | None = None
 
     @property
+    def pid(self) -> int | None:
+        """The broker's process id while it runs."""
+        return self._process.pid if self._process is not None else None
+
+    @property
     def url(self) -> str:
         """kafka://host:port."""
         return f"kafka://{self.host}:{self.port}"
