@@ -14,18 +14,16 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import itertools
 import logging
 import shutil
 import signal
-import socket
 import sys
 import tempfile
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-import numpy as np
+from _soak import free_port, log_run, missing_windows, percentiles
 
 from dsotp_streams.adapters.grids import load_grid
 from dsotp_streams.adapters.mqtt import MqttEndpoint
@@ -44,12 +42,6 @@ def rss_mib() -> float:
         if line.startswith("VmRSS:"):
             return int(line.split()[1]) / 1024
     return float("nan")
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 async def soak(args: argparse.Namespace, folder: Path) -> None:
@@ -133,7 +125,7 @@ async def soak(args: argparse.Namespace, folder: Path) -> None:
         seen = len(lags)
         memory.append(rss_mib())
         duck_mib = store.memory_bytes() / 2**20 if store is not None else 0.0
-        p50, p95, p99 = np.percentile(window, [50, 95, 99]) if window else (np.nan,) * 3
+        p50, p95, p99 = percentiles(window)
         log.info(
             "%5.0f %9.1f %8.1f %9d %8.1f %8.1f %8.1f %8d %10d",
             time.monotonic() - t0,
@@ -154,10 +146,7 @@ async def soak(args: argparse.Namespace, folder: Path) -> None:
     await asyncio.gather(*sink_tasks)
     broker.send_signal(signal.SIGTERM)
     await broker.wait()
-    period = timedelta(seconds=1 / args.rate)
-    ordered = sorted(set(starts))
-    missing = sum(round((b - a) / period) - 1 for a, b in itertools.pairwise(ordered))
-    all_lags = np.asarray(lags)
+    missing = missing_windows(starts, args.rate)
     log.info("emulator: %s", emulated)
     log.info(
         "estimates %d (ok %d, failed/skipped %d), windows missing in the sequence %d, "
@@ -169,20 +158,7 @@ async def soak(args: argparse.Namespace, folder: Path) -> None:
         pipeline.stats.dead_letters,
         pipeline.stats.late,
     )
-    log.info(
-        "latency over the run: p50 %.1f ms, p95 %.1f ms, p99 %.1f ms, max %.1f ms",
-        *np.percentile(all_lags, [50, 95, 99]),
-        all_lags.max(),
-    )
-    if len(memory) > 1:
-        log.info(
-            "memory: %.1f MiB after the first interval, %.1f MiB at the end (%+.1f MiB), "
-            "peak %.1f MiB",
-            memory[0],
-            memory[-1],
-            memory[-1] - memory[0],
-            max(memory),
-        )
+    log_run(log, lags, memory, "memory")
     if store is not None:
         store.close()
 

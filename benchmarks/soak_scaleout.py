@@ -13,13 +13,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import itertools
 import json
 import logging
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -27,19 +25,13 @@ import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-import numpy as np
+from _soak import free_port, log_run, missing_windows, percentiles
 
 from dsotp_streams.adapters.kafka import LocalKafka
 from dsotp_streams.adapters.mqtt import MqttEndpoint, connect
 
 log = logging.getLogger("benchmarks.soak_scaleout")
 REPO = Path(__file__).resolve().parents[1]
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def rss_mib(pid: int) -> float:
@@ -180,7 +172,7 @@ async def soak(args: argparse.Namespace, folder: Path) -> None:
             seen = len(lags)
             memory.append(rss_mib(worker.pid))
             broker_pid = kafka.pid if kafka is not None else None
-            p50, p95, p99 = np.percentile(window, [50, 95, 99]) if window else (np.nan,) * 3
+            p50, p95, p99 = percentiles(window)
             log.info(
                 "%5.0f %10.1f %10.1f %9.1f %9d %8.1f %8.1f %8.1f",
                 time.monotonic() - t0,
@@ -202,33 +194,17 @@ async def soak(args: argparse.Namespace, folder: Path) -> None:
             kafka.stop()
         mosquitto.terminate()
         mosquitto.wait()
-    period = timedelta(seconds=1 / args.rate)
-    ordered = sorted(set(starts))
-    missing = sum(round((b - a) / period) - 1 for a, b in itertools.pairwise(ordered))
+    missing = missing_windows(starts, args.rate)
     emulated = (folder / "emulator.log").read_text(encoding="utf-8", errors="replace").strip()
     log.info("emulator: %s", emulated.splitlines()[-1] if emulated else "?")
     log.info(
         "estimates on MQTT %d %s, distinct windows %d, missing in the sequence %d",
         len(starts),
         statuses,
-        len(ordered),
+        len(set(starts)),
         missing,
     )
-    all_lags = np.asarray(lags)
-    log.info(
-        "latency over the run: p50 %.1f ms, p95 %.1f ms, p99 %.1f ms, max %.1f ms",
-        *np.percentile(all_lags, [50, 95, 99]),
-        all_lags.max(),
-    )
-    if len(memory) > 1:
-        log.info(
-            "worker memory: %.1f MiB after the first interval, %.1f MiB at the end (%+.1f MiB), "
-            "peak %.1f MiB",
-            memory[0],
-            memory[-1],
-            memory[-1] - memory[0],
-            max(memory),
-        )
+    log_run(log, lags, memory, "worker memory")
 
 
 def main() -> None:
