@@ -30,6 +30,7 @@ from dsotp_streams.adapters.mqtt import MqttEndpoint, Topics, ack, connect
 from dsotp_streams.contracts.frames import parse_frame
 from dsotp_streams.contracts.messages import BridgedFrame, DeadLetter, FrameBatch
 from dsotp_streams.errors import FrameError, TransportError
+from dsotp_streams.runtime.backoff import Backoff
 from dsotp_streams.runtime.stages import touch
 from dsotp_streams.settings import Settings
 
@@ -132,17 +133,16 @@ class Bridge:
     # ---- MQTT -> Kafka ---------------------------------------------------------------------
 
     async def _inbound(self, stop: asyncio.Event) -> None:
-        backoff = 0.2
+        backoff = Backoff(self.settings.mqtt.reconnect_backoff_max_s)
         while not stop.is_set():
             try:
                 await self._inbound_connected()
-                backoff = 0.2
+                backoff.reset()
             except TransportError as exc:
                 self._mqtt = None
                 self.stats.reconnects += 1
-                log.warning("bridge: MQTT lost (%s); reconnecting in %.1f s", exc, backoff)
-                await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, self.settings.mqtt.reconnect_backoff_max_s)
+                log.warning("bridge: MQTT lost (%s); reconnecting in %.1f s", exc, backoff.delay_s)
+                await backoff.sleep()
 
     async def _inbound_connected(self) -> None:
         mqtt = self.settings.mqtt
@@ -208,7 +208,7 @@ class Bridge:
 
     async def _flush_loop(self, client: aiomqtt.Client) -> None:
         interval = self.settings.bridge.batch_ms / 1000.0
-        backoff = 0.2
+        backoff = Backoff(self.settings.mqtt.reconnect_backoff_max_s)
         while True:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._flush_now.wait(), timeout=interval)
@@ -217,14 +217,13 @@ class Bridge:
                 continue
             try:
                 await self._flush(client)
-                backoff = 0.2
+                backoff.reset()
             except TransportError as exc:
                 # the frames stay unacknowledged on MQTT and are sent again: Kafka is down or
                 # unreachable, and the MQTT broker holds what comes meanwhile
                 self.stats.kafka_retries += 1
-                log.warning("bridge: %s; sending again in %.1f s", exc, backoff)
-                await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, self.settings.mqtt.reconnect_backoff_max_s)
+                log.warning("bridge: %s; sending again in %.1f s", exc, backoff.delay_s)
+                await backoff.sleep()
 
     async def _flush(self, client: aiomqtt.Client) -> None:
         """Send the pending frames as one record per area (and chunk); ack each chunk's frames
@@ -270,16 +269,17 @@ class Bridge:
     # ---- Kafka -> MQTT ---------------------------------------------------------------------
 
     async def _outbound_loop(self, stop: asyncio.Event) -> None:
-        backoff = 0.2
+        backoff = Backoff(self.settings.mqtt.reconnect_backoff_max_s)
         while not stop.is_set():
             try:
                 await self._outbound_connected()
-                backoff = 0.2
+                backoff.reset()
             except TransportError as exc:
                 self.stats.reconnects += 1
-                log.warning("bridge: results path lost (%s); retrying in %.1f s", exc, backoff)
-                await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, self.settings.mqtt.reconnect_backoff_max_s)
+                log.warning(
+                    "bridge: results path lost (%s); retrying in %.1f s", exc, backoff.delay_s
+                )
+                await backoff.sleep()
 
     async def _outbound_connected(self) -> None:
         kafka = self.settings.kafka

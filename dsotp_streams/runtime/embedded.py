@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import logging
 import time
@@ -38,6 +37,7 @@ from dsotp_streams.core.alignment import slot_of
 from dsotp_streams.core.grid import GridModel
 from dsotp_streams.emulator import PmuFleet
 from dsotp_streams.errors import TransportError
+from dsotp_streams.runtime.backoff import Backoff
 from dsotp_streams.runtime.sinks import RowSink
 from dsotp_streams.runtime.stages import FrameIntake, WindowProcessor
 from dsotp_streams.settings import Settings
@@ -138,20 +138,20 @@ class AreaPipeline:
     async def run(self, stop: asyncio.Event) -> None:
         """Run until stop is set, then close open windows, estimate them and return."""
         estimator_task = asyncio.create_task(self._estimate_loop(), name="estimate")
-        backoff = 0.5
+        backoff = Backoff(self.settings.mqtt.reconnect_backoff_max_s, first_s=0.5)
         try:
             while not stop.is_set():
                 try:
                     await self._connected(stop)
-                    backoff = 0.5
+                    backoff.reset()
                 except TransportError as exc:
                     self._client = None
                     self.ready.clear()
                     self.stats.reconnects += 1
-                    log.warning("MQTT connection lost (%s); reconnecting in %.1f s", exc, backoff)
-                    with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(stop.wait(), timeout=backoff)
-                    backoff = min(backoff * 2, self.settings.mqtt.reconnect_backoff_max_s)
+                    log.warning(
+                        "MQTT connection lost (%s); reconnecting in %.1f s", exc, backoff.delay_s
+                    )
+                    await backoff.sleep(stop)
         finally:
             await self._drain()
             estimator_task.cancel()
@@ -426,20 +426,18 @@ class Emulator:
         keeps them while the broker is unreachable (store and forward, as a PDC does) and
         sends them after reconnecting, oldest first."""
         producer = asyncio.create_task(self._produce(stop), name="emulate")
-        backoff = 0.2
+        backoff = Backoff(self.settings.mqtt.reconnect_backoff_max_s)
         try:
             while not (stop.is_set() and not self._outbox):
                 try:
                     await self._send(stop, producer)
-                    backoff = 0.2
+                    backoff.reset()
                 except TransportError as exc:
                     self.stats.reconnects += 1
                     log.warning(
                         "emulator: broker unreachable (%s); %d frames kept", exc, len(self._outbox)
                     )
-                    with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(stop.wait(), timeout=backoff)
-                    backoff = min(backoff * 2, self.settings.mqtt.reconnect_backoff_max_s)
+                    await backoff.sleep(stop)
                     if stop.is_set() and producer.done():
                         break  # stopping while the broker is down: what is left stays unsent
                 if producer.done() and not self._outbox:

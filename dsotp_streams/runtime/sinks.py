@@ -24,6 +24,7 @@ from dsotp_streams.adapters.influx import make_writer
 from dsotp_streams.adapters.store import DuckBackend, DuckStore
 from dsotp_streams.contracts.storage import Row
 from dsotp_streams.errors import DsotpError, TransportError
+from dsotp_streams.runtime.backoff import Backoff
 from dsotp_streams.settings import Settings
 
 __all__ = ["RowSink", "SinkBackend", "SinkStats", "build_sinks"]
@@ -99,7 +100,7 @@ class RowSink:
 
     async def run(self, stop: asyncio.Event) -> None:
         """Write until stopped; then write or spill what is left."""
-        backoff = 0.2
+        backoff = Backoff(self.retry_max_s)
         while not stop.is_set():
             if not self._buffer and not self.stats.spill_files:
                 self._wake.clear()
@@ -117,12 +118,9 @@ class RowSink:
                 await asyncio.sleep(self.flush_interval_s / 4)
             ok = await self._write_next()
             if ok:
-                backoff = 0.2
+                backoff.reset()
             else:
-                with_stop = asyncio.create_task(stop.wait())
-                await asyncio.wait({with_stop}, timeout=backoff)
-                with_stop.cancel()
-                backoff = min(backoff * 2, self.retry_max_s)
+                await backoff.sleep(stop)
         await self._drain()
 
     async def _write_next(self) -> bool:
