@@ -4,55 +4,29 @@ from __future__ import annotations
 
 import os
 import shutil
-import signal
-import socket
-import subprocess
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from dsotp_streams.adapters.mqtt import MqttEndpoint
-from tests.integration.databases import free_port
+from tests.integration.databases import TcpServer, free_port
 
 RABBIT_BIN = Path("/usr/lib/rabbitmq/bin/rabbitmq-server")
 
 
-def _wait_port(port: int, *, timeout_s: float, proc: subprocess.Popen[bytes], log: Path) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"broker exited with {proc.returncode}: {log.read_text()[-2000:]}")
-        with socket.socket() as sock:
-            if sock.connect_ex(("127.0.0.1", port)) == 0:
-                return
-        time.sleep(0.1)
-    raise RuntimeError(
-        f"broker did not open port {port} in {timeout_s} s: {log.read_text()[-2000:]}"
-    )
-
-
-def _stop(proc: subprocess.Popen[bytes]) -> None:
-    if proc.poll() is None:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(timeout=5)
-
-
-class MosquittoProcess:
+class MosquittoProcess(TcpServer):
     """Mosquitto on a fixed loopback port that can be stopped and started again (persistence
     in its folder when asked), with a queue deep enough not to drop QoS 1 messages."""
 
+    name = "mosquitto"
+    start_timeout_s = 10.0
+    stop_timeout_s = 20.0
+
     def __init__(self, folder: Path, *, persistence: bool = False) -> None:
-        binary = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
-        assert Path(binary).exists(), "mosquitto is not installed: run scripts/test.sh"
-        self.binary = binary
-        self.folder = folder
-        self.port = free_port()
+        super().__init__(folder)
+        self.binary = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
+        assert Path(self.binary).exists(), "mosquitto is not installed: run scripts/test.sh"
         lines = [
             f"listener {self.port} 127.0.0.1",
             "allow_anonymous true",
@@ -67,27 +41,13 @@ class MosquittoProcess:
             lines.append("persistence false")
         self.conf = folder / "mosquitto.conf"
         self.conf.write_text("\n".join(lines) + "\n", encoding="utf-8")
-        self.log = folder / "mosquitto.log"
-        self.proc: subprocess.Popen[bytes] | None = None
+
+    def command(self) -> list[str]:
+        return [self.binary, "-c", str(self.conf)]
 
     @property
     def endpoint(self) -> MqttEndpoint:
         return MqttEndpoint("127.0.0.1", self.port)
-
-    def start(self) -> None:
-        with self.log.open("ab") as out:
-            self.proc = subprocess.Popen(
-                [self.binary, "-c", str(self.conf)],
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
-        _wait_port(self.port, timeout_s=10, proc=self.proc, log=self.log)
-
-    def stop(self) -> None:
-        if self.proc is not None:
-            _stop(self.proc)
-            self.proc = None
 
 
 @pytest.fixture(scope="session")
@@ -101,17 +61,21 @@ def mosquitto(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MqttEndpoint
         broker.stop()
 
 
-class RabbitProcess:
+class RabbitProcess(TcpServer):
     """RabbitMQ with its MQTT plugin, node kept on loopback, state in a folder (so a restart
     keeps durable sessions), credentials dsotp / dsotp-test, anonymous access off."""
 
+    name = "rabbitmq"
+    start_timeout_s = 90.0
+    stop_timeout_s = 20.0
+
     def __init__(self, folder: Path) -> None:
         assert RABBIT_BIN.exists(), "rabbitmq-server is not installed: run scripts/test.sh"
-        self.folder = folder
-        self.port, amqp_port, dist_port = free_port(), free_port(), free_port()
+        super().__init__(folder)
+        port, amqp_port, dist_port = self.port, free_port(), free_port()
         (folder / "rabbitmq.conf").write_text(
             f"listeners.tcp.default = 127.0.0.1:{amqp_port}\n"
-            f"mqtt.listeners.tcp.default = 127.0.0.1:{self.port}\n"
+            f"mqtt.listeners.tcp.default = 127.0.0.1:{port}\n"
             "mqtt.allow_anonymous = false\n"
             "mqtt.prefetch = 1000\n"
             "default_user = dsotp\n"
@@ -120,10 +84,10 @@ class RabbitProcess:
             encoding="utf-8",
         )
         (folder / "enabled_plugins").write_text("[rabbitmq_mqtt].\n", encoding="utf-8")
-        self.env = {
+        self._env = {
             **os.environ,
             "HOME": str(folder),
-            "RABBITMQ_NODENAME": f"dsotp{self.port}@localhost",
+            "RABBITMQ_NODENAME": f"dsotp{port}@localhost",
             "RABBITMQ_NODE_IP_ADDRESS": "127.0.0.1",
             "ERL_EPMD_ADDRESS": "127.0.0.1",
             "RABBITMQ_DIST_PORT": str(dist_port),
@@ -134,28 +98,16 @@ class RabbitProcess:
             "RABBITMQ_PID_FILE": str(folder / "rabbitmq.pid"),
             "RABBITMQ_SERVER_ADDITIONAL_ERL_ARGS": "-kernel inet_dist_use_interface {127,0,0,1}",
         }
-        self.log = folder / "rabbitmq.out"
-        self.proc: subprocess.Popen[bytes] | None = None
+
+    def command(self) -> list[str]:
+        return [str(RABBIT_BIN)]
+
+    def env(self) -> dict[str, str]:
+        return self._env
 
     @property
     def endpoint(self) -> MqttEndpoint:
         return MqttEndpoint("127.0.0.1", self.port, username="dsotp", password="dsotp-test")
-
-    def start(self) -> None:
-        with self.log.open("ab") as out:
-            self.proc = subprocess.Popen(
-                [str(RABBIT_BIN)],
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                env=self.env,
-                start_new_session=True,
-            )
-        _wait_port(self.port, timeout_s=90, proc=self.proc, log=self.log)
-
-    def stop(self) -> None:
-        if self.proc is not None:
-            _stop(self.proc)
-            self.proc = None
 
 
 @pytest.fixture(scope="session")

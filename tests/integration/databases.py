@@ -25,7 +25,11 @@ def free_port() -> int:
 
 
 class _Server:
+    """A server the tests start, stop or kill, and start again on the same port and data."""
+
     name = "server"
+    start_timeout_s = 30.0
+    stop_timeout_s = 15.0
 
     def __init__(self, folder: Path) -> None:
         self.folder = folder
@@ -44,10 +48,19 @@ class _Server:
     def ready(self) -> bool:
         raise NotImplementedError
 
-    def start(self, timeout_s: float = 30.0) -> None:
+    def env(self) -> dict[str, str] | None:
+        """The server's environment (None: the tests')."""
+        return None
+
+    def start(self, timeout_s: float | None = None) -> None:
+        timeout_s = timeout_s or self.start_timeout_s
         with self.log.open("ab") as out:
             self.proc = subprocess.Popen(
-                self.command(), stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+                self.command(),
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                env=self.env(),
+                start_new_session=True,
             )
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
@@ -72,9 +85,17 @@ class _Server:
         if self.proc is not None and self.proc.poll() is None:
             os.killpg(self.proc.pid, signal.SIGTERM)
             try:
-                self.proc.wait(timeout=15)
+                self.proc.wait(timeout=self.stop_timeout_s)
             except subprocess.TimeoutExpired:
                 self.kill()
+
+
+class TcpServer(_Server):
+    """A server that is ready once its port accepts connections (the MQTT brokers)."""
+
+    def ready(self) -> bool:
+        with socket.socket() as sock:
+            return sock.connect_ex(("127.0.0.1", self.port)) == 0
 
 
 def _get(url: str, timeout: float = 5.0) -> tuple[int, bytes]:

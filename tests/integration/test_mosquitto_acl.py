@@ -12,13 +12,13 @@ import pytest
 
 from dsotp_streams.adapters.mqtt import MqttEndpoint, connect
 from dsotp_streams.errors import TransportError
-from tests.integration.databases import _Server
+from tests.integration.databases import TcpServer
 
 pytestmark = pytest.mark.broker
 REPO = Path(__file__).resolve().parents[2]
 
 
-class _AclMosquitto(_Server):
+class _AclMosquitto(TcpServer):
     name = "mosquitto-acl"
 
     def __init__(self, folder: Path) -> None:
@@ -45,12 +45,6 @@ class _AclMosquitto(_Server):
 
     def command(self) -> list[str]:
         return [self.binary, "-c", str(self.conf)]
-
-    def ready(self) -> bool:
-        import socket
-
-        with socket.socket() as sock:
-            return sock.connect_ex(("127.0.0.1", self.port)) == 0
 
 
 def test_acl_lets_a_pmu_publish_only_its_own_frames(tmp_path: Path) -> None:

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import shutil
-import socket
 import subprocess
 from pathlib import Path
 
@@ -14,7 +13,7 @@ import pytest
 from dsotp_streams.adapters.mqtt import MqttEndpoint, TlsConfig, connect, endpoint_from_settings
 from dsotp_streams.errors import TransportError
 from dsotp_streams.settings import MqttSettings
-from tests.integration.databases import _Server
+from tests.integration.databases import TcpServer
 
 pytestmark = pytest.mark.broker
 
@@ -77,7 +76,7 @@ def _certificates(folder: Path) -> None:
         )
 
 
-class _TlsMosquitto(_Server):
+class _TlsMosquitto(TcpServer):
     name = "mosquitto-tls"
 
     def __init__(self, folder: Path) -> None:
@@ -94,10 +93,6 @@ class _TlsMosquitto(_Server):
 
     def command(self) -> list[str]:
         return [self.binary, "-c", str(self.conf)]
-
-    def ready(self) -> bool:
-        with socket.socket() as sock:
-            return sock.connect_ex(("127.0.0.1", self.port)) == 0
 
 
 def test_tls_with_client_certificate(tmp_path: Path) -> None:

@@ -56,6 +56,14 @@ def write_specs(folder: Path) -> Path:
     return folder
 
 
+async def until(arrived: asyncio.Event, condition: Callable[[], bool], timeout_s: float) -> None:
+    """Wait until `condition` holds, checking it whenever `arrived` is set."""
+    async with asyncio.timeout(timeout_s):
+        while not condition():
+            arrived.clear()
+            await arrived.wait()
+
+
 def start_worker(
     settings: Settings, name: str, folder: Path
 ) -> tuple[subprocess.Popen[bytes], Path]:
@@ -153,12 +161,6 @@ async def _run(
     subscribed = asyncio.Event()
     arrived = asyncio.Event()
 
-    async def until(condition: Callable[[], bool], timeout_s: float) -> None:
-        async with asyncio.timeout(timeout_s):
-            while not condition():
-                arrived.clear()
-                await arrived.wait()
-
     async def subscribe() -> None:
         async with connect(endpoint, client_id=f"{settings.mqtt.client_id_prefix}-test") as client:
             await client.subscribe(f"{settings.mqtt.topic_prefix}/+/state", qos=1)
@@ -206,7 +208,7 @@ async def _run(
     emulating = [asyncio.create_task(e.run(emulate_stop)) for e in emulators]
     try:
         # both workers up and serving: every area estimated
-        await until(lambda: all(states[a] for a in AREAS), 60)
+        await until(arrived, lambda: all(states[a] for a in AREAS), 60)
         await asyncio.sleep(3.0)
         (victim, victim_log), _other = workers[0], workers[1]
         victim_areas = served_areas(victim_log)
@@ -219,6 +221,7 @@ async def _run(
         # wait for the last windows
         with contextlib.suppress(TimeoutError):  # the assertions below say what is missing
             await until(
+                arrived,
                 lambda: all(
                     len({s["window_start"] for s in states[a]}) >= emulated[a] for a in AREAS
                 ),
@@ -394,11 +397,6 @@ async def _through_an_outage(
     subscribed = asyncio.Event()
     arrived = asyncio.Event()
 
-    async def until(condition: Callable[[], bool]) -> None:
-        while not condition():
-            arrived.clear()
-            await arrived.wait()
-
     async def subscribe() -> None:
         async with connect(endpoint, client_id=f"{settings.mqtt.client_id_prefix}-t") as client:
             await client.subscribe(f"{settings.mqtt.topic_prefix}/area-1/state", qos=1)
@@ -419,7 +417,7 @@ async def _through_an_outage(
     emulate_stop = asyncio.Event()
     emulating = asyncio.create_task(emulator.run(emulate_stop))
     try:
-        await asyncio.wait_for(until(lambda: len(states) >= 10), 60)
+        await until(arrived, lambda: len(states) >= 10, 60)
         await asyncio.sleep(2.0)
         await asyncio.to_thread(relay.cut)
         await asyncio.sleep(OUTAGE_S)
@@ -430,7 +428,7 @@ async def _through_an_outage(
         wanted = len({ts for _device, ts in emulator.produced})
         with contextlib.suppress(TimeoutError):  # the assertions say what is missing
             windows = lambda: len({s["window_start"] for s in states})  # noqa: E731
-            await asyncio.wait_for(until(lambda: windows() >= wanted), 60)
+            await until(arrived, lambda: windows() >= wanted, 60)
         await asyncio.sleep(2.0)
     finally:
         emulate_stop.set()
