@@ -156,6 +156,7 @@ def _table(emulator: EmulatorStats | None, pipeline: PipelineStats) -> Table:
         ("lag ms (max)", f"{p.lag_ms:.0f} ({p.lag_ms_max:.0f})"),
         ("estimate ms", f"{p.estimate_ms:.1f}"),
         ("max |V est - V true| pu", f"{p.max_true_dvm_pu:.4f}"),
+        ("forecasts (history read at start)", f"{p.forecasts} ({p.forecast_history_steps} steps)"),
         ("FLISR cases (fault to plan ms)", f"{p.flisr_events} ({p.flisr_lag_ms:.0f})"),
     ]
     for name, value in rows:
@@ -269,6 +270,7 @@ def _pipeline(
         endpoint=endpoint,
         sinks=outputs.sinks,
         listeners=outputs.attach(spec, grid),
+        history=outputs.history(),
     )
     if outputs.live:
         pipeline.flisr_listeners.append(outputs.hub.publish_flisr)

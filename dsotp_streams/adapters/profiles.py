@@ -10,16 +10,18 @@ column per node.
 from __future__ import annotations
 
 import warnings
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from dsotp_streams.core.grid import FloatArray
 from dsotp_streams.errors import DsotpError
 
-__all__ = ["Profiles", "load_profiles"]
+__all__ = ["Profiles", "load_profiles", "profiles_from_slots"]
 
 
 @dataclass(frozen=True)
@@ -80,24 +82,29 @@ def _store(path: Path, area: str, step_s: float = 900.0) -> Profiles:
 
     if not path.exists():
         raise DsotpError(f"no store {path}")
-    store = DuckStore(path)
+    store = DuckStore(path, read_only=True)
     try:
-        rows = store.query(
-            "SELECT (ts_ns // ?) AS slot, bus, avg(p_mw) AS p FROM state WHERE area = ? "
-            "GROUP BY slot, bus ORDER BY slot, bus",
-            [int(step_s * 1e9), area],
-        )
+        rows = store.bus_loads(area, since_ns=0, step_s=step_s)
     finally:
         store.close()
     if not rows:
         raise DsotpError(f"the store holds no estimates of area {area!r}")
-    buses = sorted({r["bus"] for r in rows})
+    return profiles_from_slots(rows, step_s)
+
+
+def profiles_from_slots(rows: Sequence[Mapping[str, Any]], step_s: float) -> Profiles:
+    """A regular series from rows `{"slot", "bus", "p_mw"}` (slot = epoch seconds // step_s), as
+    the stores' `bus_loads` give them; gaps carry the last value forward (0 before the first)."""
+    if not rows:
+        raise DsotpError("no load rows to build a history from")
+    buses = sorted({str(r["bus"]) for r in rows})
     slots = sorted({int(r["slot"]) for r in rows})
     first = slots[0]
     values = np.full((slots[-1] - first + 1, len(buses)), np.nan)
     column = {b: j for j, b in enumerate(buses)}
     for r in rows:
-        values[int(r["slot"]) - first, column[r["bus"]]] = float(r["p"])
+        if r["p_mw"] is not None:
+            values[int(r["slot"]) - first, column[str(r["bus"])]] = float(r["p_mw"])
     for j in range(values.shape[1]):  # gaps (process down) carry the last value forward
         col = values[:, j]
         for k in range(1, len(col)):

@@ -113,6 +113,15 @@ class DuckStore:
         params: list[Any] = [area, since_ns, *([bus] if bus else []), limit]
         return self.query(sql, params)
 
+    def bus_loads(self, area: str, *, since_ns: int, step_s: float) -> list[dict[str, Any]]:
+        """Mean estimated load of every bus per step since a time: rows `{"slot", "bus",
+        "p_mw"}`, slot = epoch seconds // step_s (what a forecaster's history is made of)."""
+        return self.query(
+            "SELECT (ts_ns // ?) AS slot, bus, avg(p_mw) AS p_mw FROM state "
+            "WHERE area = ? AND ts_ns >= ? GROUP BY slot, bus ORDER BY slot, bus",
+            [round(step_s * 1e9), area, since_ns],
+        )
+
     def close(self) -> None:
         """Close the database file."""
         with self._lock:

@@ -99,6 +99,9 @@ class ResultStore(Protocol):
     def quality_summary(self, since_ns: int) -> list[dict[str, Any]]:
         """Per area and status since a time: count, last lag, mean estimation time."""
 
+    def bus_loads(self, area: str, *, since_ns: int, step_s: float) -> list[dict[str, Any]]:
+        """Mean estimated load per bus and step since a time: `{"slot", "bus", "p_mw"}`."""
+
 
 _COLUMNS: dict[str, list[str]] = {
     "state": ["bus", "vm_pu", "va_deg", "p_mw", "q_mvar", "measured_vm_pu"],
@@ -205,6 +208,10 @@ class DuckResults:
             "FROM se_quality WHERE ts_ns >= ? GROUP BY area, status ORDER BY area, status",
             [since_ns],
         )
+
+    def bus_loads(self, area: str, *, since_ns: int, step_s: float) -> list[dict[str, Any]]:
+        """Mean estimated load per bus and step since a time: `{"slot", "bus", "p_mw"}`."""
+        return self.store.bus_loads(area, since_ns=since_ns, step_s=step_s)
 
 
 def _influx_string(value: str) -> str:
@@ -319,6 +326,20 @@ class InfluxResults:
             }
             for r in rows
         ]
+
+    def bus_loads(self, area: str, *, since_ns: int, step_s: float) -> list[dict[str, Any]]:
+        """Mean estimated load per bus and step since a time: `{"slot", "bus", "p_mw"}` (InfluxQL
+        buckets start at multiples of the step since the epoch, as the slots do)."""
+        step_ns = round(step_s * 1e9)
+        rows = self._query(
+            f'SELECT mean("p_mw") AS p_mw FROM "state" WHERE "area" = {_influx_string(area)} '
+            f'AND time >= {since_ns} AND time <= now() GROUP BY time({step_ns // 1000}u), "bus" '
+            "fill(none)"
+        )
+        out = [
+            {"slot": int(r["time"]) // step_ns, "bus": r["bus"], "p_mw": r["p_mw"]} for r in rows
+        ]
+        return sorted(out, key=lambda r: (r["slot"], r["bus"]))
 
 
 def results_from_settings(settings: Settings, store_path: Path | None = None) -> ResultStore:

@@ -146,6 +146,11 @@ class ForecastSpec(_Frozen):
     )
     history_days: int = Field(default=56, ge=9, description="history kept for forecasting")
     pseudo_measurements: bool = True
+    warm_start: bool = Field(
+        default=True,
+        description="at start, read the last history_days of estimated loads from the store "
+        "(DuckDB or InfluxDB) so that forecasts resume at once after a restart",
+    )
 
 
 class EstimatorSpec(_Frozen):

@@ -39,7 +39,7 @@ from dsotp_streams.emulator import PmuFleet
 from dsotp_streams.errors import TransportError
 from dsotp_streams.runtime.backoff import Backoff
 from dsotp_streams.runtime.sinks import RowSink
-from dsotp_streams.runtime.stages import FrameIntake, WindowProcessor
+from dsotp_streams.runtime.stages import FrameIntake, LoadHistory, WindowProcessor
 from dsotp_streams.settings import Settings
 
 __all__ = ["AreaPipeline", "Emulator", "EmulatorStats", "PipelineStats"]
@@ -77,6 +77,7 @@ class PipelineStats:
     max_true_dvm_pu: float = 0.0
     flisr_events: int = 0
     forecasts: int = 0
+    forecast_history_steps: int = 0  # read back from the store at start (warm start)
     implausible: int = 0
     processing_errors: int = 0
     dead_letters_dropped: int = 0  # the dead-letter queue was full (a flood)
@@ -107,6 +108,7 @@ class AreaPipeline:
         sinks: Sequence[RowSink] = (),
         listeners: Sequence[Callable[[StateEstimate], None]] = (),
         recorder: RecordingWriter | None = None,
+        history: LoadHistory | None = None,
     ) -> None:
         self.recorder = recorder
         self.spec = spec
@@ -124,7 +126,7 @@ class AreaPipeline:
             event_time=settings.runtime.event_time,
         )
         self.aligner = self.intake.aligner
-        self.processor = WindowProcessor(spec, grid, settings.agent_file.parent)
+        self.processor = WindowProcessor(spec, grid, settings.agent_file.parent, history)
         self.estimator = self.processor.estimator
         self.flisr_listeners: list[Callable[[FlisrEvent], None]] = []
         self.vn_kv = {name: float(grid.vn_kv[idx]) for name, idx in grid.named_buses}
@@ -286,6 +288,7 @@ class AreaPipeline:
         """Estimate one window; then forecasting and FLISR on its result."""
         truth = self._truth.get(slot_of(window.window_start, period_ns=self.aligner.period_ns))
         result = await self.processor.process(window, truth)
+        self.stats.forecast_history_steps = self.processor.history_steps
         await self._publish_estimate(result.estimate)
         if result.forecast is not None:
             await self._publish_forecast(result.forecast)

@@ -14,12 +14,13 @@ from typing import Any
 from dsotp_streams.adapters.store import DuckStore
 from dsotp_streams.api.live import LiveHub, create_live_app
 from dsotp_streams.api.rest import create_api
-from dsotp_streams.api.results import DuckResults
+from dsotp_streams.api.results import DuckResults, InfluxResults
 from dsotp_streams.contracts.agent import AgentSpec
 from dsotp_streams.contracts.messages import StateEstimate
 from dsotp_streams.core.grid import GridModel
 from dsotp_streams.errors import TransportError
 from dsotp_streams.runtime.sinks import RowSink, build_sinks
+from dsotp_streams.runtime.stages import LoadHistory
 from dsotp_streams.settings import Settings
 
 __all__ = ["Outputs"]
@@ -97,6 +98,13 @@ class Outputs:
             return []
         self.hub.add_area(spec.area, grid)
         return [self.hub.publish]
+
+    def history(self) -> LoadHistory | None:
+        """Where the pipelines' forecasters read their history at start: InfluxDB when it is
+        configured, else the embedded store (None without either)."""
+        if self.settings.influx.url:
+            return InfluxResults(self.settings.influx)
+        return self.store
 
     def sink_stats(self) -> dict[str, dict[str, Any]]:
         """Counters per sink."""

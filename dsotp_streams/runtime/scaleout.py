@@ -40,6 +40,7 @@ from dsotp_streams.adapters.kafka import (
     bootstrap_servers,
     ssl_context,
 )
+from dsotp_streams.api.results import InfluxResults
 from dsotp_streams.contracts.agent import AgentSpec, load_agent_specs
 from dsotp_streams.contracts.messages import DeadLetter, EstimateStatus, FrameBatch, Window
 from dsotp_streams.contracts.storage import rows_from_estimate, rows_from_flisr, rows_from_forecast
@@ -211,7 +212,9 @@ class KafkaWorker:
             # read again after a failover gives the same windows as the first time
             event_time=True,
         )
-        area = _Area(intake, WindowProcessor(spec, grid, path.parent), partition)
+        # forecasts resume from the loads stored in InfluxDB (what the workers write)
+        history = InfluxResults(self.settings.influx) if self.settings.influx.url else None
+        area = _Area(intake, WindowProcessor(spec, grid, path.parent, history), partition)
         self._areas[name] = area
         log.info("worker: serving area %s (partition %d)", name, partition)
         return area

@@ -12,8 +12,10 @@ import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any, Protocol
 
 from dsotp_streams.adapters.forecasters import load_forecaster, save_forecaster
+from dsotp_streams.adapters.profiles import profiles_from_slots
 from dsotp_streams.contracts.agent import AgentSpec
 from dsotp_streams.contracts.frames import PmuFrame, parse_frame
 from dsotp_streams.contracts.messages import (
@@ -37,6 +39,7 @@ log = logging.getLogger(__name__)
 __all__ = [
     "FrameIntake",
     "Intake",
+    "LoadHistory",
     "Processed",
     "WindowProcessor",
     "touch",
@@ -156,13 +159,26 @@ class Processed:
     flisr: FlisrEvent | None = None
 
 
+class LoadHistory(Protocol):
+    """Where a forecaster's history comes from at start: the stores' `bus_loads`."""
+
+    def bus_loads(self, area: str, *, since_ns: int, step_s: float) -> list[dict[str, Any]]: ...
+
+
 @dataclass
 class WindowProcessor:
-    """Estimate one area's windows, feed forecasting and FLISR; CPU work runs in threads."""
+    """Estimate one area's windows, feed forecasting and FLISR; CPU work runs in threads.
+
+    With a `history` (the store the runtime writes to), the forecaster starts from the loads
+    stored in the last `forecast.history_days`: read in a thread when the first window comes,
+    while windows are estimated on (the forecaster is fed once it is read)."""
 
     spec: AgentSpec
     grid: GridModel
     model_dir: Path
+    history: LoadHistory | None = None
+    history_steps: int = field(init=False, default=0)
+    _warm: asyncio.Task[int] | None = field(init=False, default=None)
     estimator: Estimator = field(init=False)
     detector: FaultDetector | None = field(init=False)
     planner: FlisrPlanner | None = field(init=False)
@@ -186,6 +202,55 @@ class WindowProcessor:
                     log.warning("forecast model unusable, training anew: %s", exc)
             self.forecaster = ForecastAgent(spec.area, spec.forecast, model)
 
+    def _forecaster_ready(self) -> bool:
+        """False while the stored history is being read (started by the first window)."""
+        if self.history is None or not self.spec.forecast.warm_start:
+            return True
+        if self._warm is None:
+            self._warm = asyncio.create_task(
+                asyncio.to_thread(self.warm_start, _utcnow()), name=f"history-{self.spec.area}"
+            )
+        if not self._warm.done():
+            return False
+        if self._warm.cancelled() or self.history_steps:
+            return True
+        error = self._warm.exception()
+        if error is not None:
+            log.error("forecast history of %s not read", self.spec.area, exc_info=error)
+            self.history = None  # asked once: forecasting goes on without it
+        else:
+            self.history_steps = self._warm.result()
+        return True
+
+    def warm_start(self, now: datetime) -> int:
+        """Seed the forecaster with the loads the history holds for the last `history_days`
+        before `now`; returns the steps taken (0 when there are none or the store fails)."""
+        forecast = self.spec.forecast
+        if self.history is None or self.forecaster is None:
+            return 0
+        since = now - timedelta(days=forecast.history_days)
+        try:
+            rows = self.history.bus_loads(
+                self.spec.area, since_ns=int(since.timestamp() * 1e9), step_s=forecast.step_s
+            )
+            if not rows:
+                log.info("forecast history of %s: none stored", self.spec.area)
+                return 0
+            profiles = profiles_from_slots(rows, forecast.step_s)
+            steps = self.forecaster.seed(
+                profiles.start, profiles.step_s, profiles.nodes, profiles.values
+            )
+        except DsotpError as exc:  # forecasting then starts from nothing, as without a store
+            log.warning("forecast history of %s not read: %s", self.spec.area, exc)
+            return 0
+        log.info(
+            "forecast history of %s: %d steps (%.1f days) from the store",
+            self.spec.area,
+            steps,
+            steps * forecast.step_s / 86400,
+        )
+        return steps
+
     def skipped(self, window: Window, reason: str) -> StateEstimate:
         """The estimate published for a window this processor did not estimate."""
         return StateEstimate(
@@ -206,7 +271,7 @@ class WindowProcessor:
             self.detector.estimate_status(estimate.status is EstimateStatus.OK)
         if estimate.status is EstimateStatus.OK and observation is None:
             self._last_loads = {b.bus: b.p_mw for b in estimate.buses}
-        if self.forecaster is not None:
+        if self.forecaster is not None and self._forecaster_ready():
             update = await asyncio.to_thread(self.forecaster.observe, estimate)
             if update.retrained and self.forecaster.model is not None:
                 try:

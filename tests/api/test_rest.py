@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
@@ -15,7 +14,6 @@ from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from schemathesis.checks import not_a_server_error
 
-from dsotp_streams.adapters.influx import InfluxV1Writer
 from dsotp_streams.adapters.store import DuckStore
 from dsotp_streams.api.rest import create_api, openapi_document
 from dsotp_streams.api.results import DuckResults, InfluxResults, ResultStore
@@ -25,7 +23,6 @@ from dsotp_streams.contracts.storage import Row, rows_from_estimate
 from dsotp_streams.core.estimation import Estimator
 from dsotp_streams.core.grid import GridModel
 from dsotp_streams.emulator import PmuFleet
-from dsotp_streams.settings import InfluxSettings
 from tests.conftest import REPO
 from tests.integration.databases import InfluxServer
 
@@ -60,15 +57,7 @@ def influx_results(rows: list[Row], folder: Path) -> Iterator[ResultStore]:
     server = InfluxServer(folder / "influx")
     server.start()
     try:
-        settings = InfluxSettings(url=server.url, database=server.database)
-        writer = InfluxV1Writer(settings)
-
-        async def write() -> None:
-            await writer.write(rows)
-            await writer.close()
-
-        asyncio.run(write())
-        yield InfluxResults(settings)
+        yield InfluxResults(server.fill(rows))
     finally:
         server.stop()
 

@@ -3,14 +3,20 @@
 from __future__ import annotations
 
 import re
+import shutil
 import socket
 import subprocess
 import sys
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 
+from dsotp_streams.adapters.forecasters import save_forecaster
+from dsotp_streams.adapters.grids import load_grid
 from dsotp_streams.adapters.store import DuckStore
+from dsotp_streams.contracts.agent import load_agent_spec
+from tests.integration.history import state_rows, trained_model
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -23,28 +29,22 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def test_cli_demo_estimates_at_least_95_percent_of_windows(tmp_path: Path) -> None:
-    port = _free_port()
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "dsotp_streams",
-            "demo",
-            "--duration",
-            "20",
-            "--mqtt-port",
-            str(port),
-            "--no-live",
-            "--store",
-            str(tmp_path / "demo.duckdb"),
-        ],
+def _demo(port: int, store: Path, seconds: int, *args: str) -> subprocess.CompletedProcess[str]:
+    """`dsotp demo` without the live page, on its own broker port and store."""
+    command = ["demo", "--duration", str(seconds), "--mqtt-port", str(port), "--no-live"]
+    return subprocess.run(
+        [sys.executable, "-m", "dsotp_streams", *command, "--store", str(store), *args],
         cwd=REPO,
         capture_output=True,
         text=True,
         timeout=120,
         check=False,
     )
+
+
+def test_cli_demo_estimates_at_least_95_percent_of_windows(tmp_path: Path) -> None:
+    port = _free_port()
+    proc = _demo(port, tmp_path / "demo.duckdb", 20)
     assert proc.returncode == 0, proc.stderr[-3000:]
     match = re.search(
         r"(\d+) instants emulated \((\d+) skipped\).*?"
@@ -87,3 +87,38 @@ def test_cli_demo_bad_agent_spec_is_one_clear_error(tmp_path: Path) -> None:
     assert "invalid agent spec" in proc.stderr
     assert "area" in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+def test_cli_demo_restarted_on_its_store_forecasts_at_once(tmp_path: Path) -> None:
+    """A store that already holds nine days of estimates and a saved forecaster: the demo's
+    first minute brings a day-ahead forecast (without them it would take eight days)."""
+    agents = tmp_path / "agents"
+    agents.mkdir()
+    shutil.copy(REPO / "agents" / "cigre-mv.yaml", agents / "cigre-mv.yaml")
+    grid = load_grid(load_agent_spec(agents / "cigre-mv.yaml").grid)
+    buses = [name for name, _idx in grid.named_buses]
+    save_forecaster(trained_model(len(buses)), tmp_path / "models" / "forecast-cigre-mv.json")
+    started = datetime.now(tz=UTC)
+    store = DuckStore(tmp_path / "demo.duckdb")
+    try:
+        store.append(state_rows("cigre-mv", buses, started - timedelta(days=9), 9 * 86400, 600))
+    finally:
+        store.close()
+    agent = str(agents / "cigre-mv.yaml")
+    proc = _demo(_free_port(), tmp_path / "demo.duckdb", 8, "--agent", agent)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    counters = re.search(
+        r"forecasts \(history read at start\)\s*│\s*(\d+) \((\d+) steps\)", proc.stdout
+    )
+    assert counters, proc.stdout[-2000:]
+    assert int(counters.group(1)) >= 1 and 9 * 96 - 1 <= int(counters.group(2)) <= 9 * 96 + 1
+    store = DuckStore(tmp_path / "demo.duckdb", read_only=True)
+    try:
+        rows = store.query(
+            "SELECT count(DISTINCT node) AS nodes, min(issued_ns) AS issued FROM forecast "
+            "WHERE area = 'cigre-mv'"
+        )
+    finally:
+        store.close()
+    assert rows[0]["nodes"] == len(buses)
+    assert rows[0]["issued"] >= started.timestamp() * 1e9

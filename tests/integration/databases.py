@@ -5,6 +5,7 @@ Each server can be killed (SIGKILL, like a crash) and started again on the same 
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import shutil
@@ -16,6 +17,10 @@ import urllib.parse
 import urllib.request
 from pathlib import Path
 from typing import Any
+
+from dsotp_streams.adapters.influx import InfluxV1Writer
+from dsotp_streams.contracts.storage import Row
+from dsotp_streams.settings import InfluxSettings
 
 
 def free_port() -> int:
@@ -160,6 +165,19 @@ class InfluxServer(_Server):
     def count(self, measurement: str, field: str) -> int:
         series = self.query(f'SELECT count("{field}") FROM "{measurement}"')
         return int(series[0]["values"][0][1]) if series else 0
+
+    def fill(self, rows: list[Row], chunk: int = 5000) -> InfluxSettings:
+        """Write rows through the platform's own v1 writer; the settings that read them back."""
+        settings = InfluxSettings(url=self.url, database=self.database)
+        writer = InfluxV1Writer(settings)
+
+        async def write() -> None:
+            for k in range(0, len(rows), chunk):
+                await writer.write(rows[k : k + chunk])
+            await writer.close()
+
+        asyncio.run(write())
+        return settings
 
 
 class VictoriaServer(_Server):

@@ -7,6 +7,7 @@ Pure and synchronous: the runtime feeds it every StateEstimate and publishes wha
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
@@ -57,8 +58,9 @@ class ForecastAgent:
         """Feed one estimate; forecasts and pseudo-measurements when they are due."""
         if estimate.status is not EstimateStatus.OK or not estimate.buses:
             return ForecastUpdate(None, None)
-        if not self.buses:
-            self.buses = [b.bus for b in estimate.buses]
+        names = [b.bus for b in estimate.buses]
+        if names != self.buses:
+            self._reorder(names)
         p = np.array([b.p_mw for b in estimate.buses])
         q = np.array([b.q_mvar for b in estimate.buses])
         slot = int(estimate.window_start.timestamp() // self.spec.step_s)
@@ -78,6 +80,42 @@ class ForecastAgent:
         return ForecastUpdate(
             forecast, self.pseudo(slot) if forecast or self.current else None, retrained
         )
+
+    def seed(self, start: datetime, step_s: float, buses: Sequence[str], p_mw: np.ndarray) -> int:
+        """Take a stored history as if it had been observed: `p_mw` (steps x buses) holds the
+        mean load of each step from `start` (what the stores' `bus_loads` give). Only before the
+        first estimate; rows with a NaN are left out. Returns the steps kept."""
+        if self._slot is not None:
+            raise DsotpError("a forecast history is seeded before the first estimate")
+        if abs(step_s - self.spec.step_s) > 1e-9:
+            raise DsotpError(f"history step {step_s} s differs from the forecast step")
+        values = np.asarray(p_mw, dtype=float)
+        if values.ndim != 2 or values.shape[1] != len(buses):
+            raise DsotpError(f"history of shape {values.shape} for {len(buses)} buses")
+        first = int(start.timestamp() // step_s)
+        self.history = {
+            first + k: row.copy() for k, row in enumerate(values) if np.all(np.isfinite(row))
+        }
+        if self.history:
+            newest = max(self.history)
+            for old in [s for s in self.history if s <= newest - self.capacity]:
+                del self.history[old]
+        self.buses = list(buses)
+        return len(self.history)
+
+    def _reorder(self, names: list[str]) -> None:
+        """Follow the estimates' buses: the history's columns by name (a bus the history lacks
+        starts at 0)."""
+        if self.buses and self.history:
+            index = {b: j for j, b in enumerate(self.buses)}
+            missing = [n for n in names if n not in index]
+            if missing:
+                log.warning("forecast history of %s lacks buses %s", self.area, missing)
+            take = np.array([index.get(n, -1) for n in names])
+            for slot, row in self.history.items():
+                self.history[slot] = np.where(take >= 0, row[np.maximum(take, 0)], 0.0)
+        self.buses = names
+        self._sum, self._count, self._q_ratio = None, 0, None
 
     def _series(self, last_slot: int) -> np.ndarray | None:
         """The history as a regular array ending before `last_slot` (gaps filled forward)."""
@@ -130,7 +168,9 @@ class ForecastAgent:
         lo, mid, hi = (str(a) for a in (QUANTILES[0], 0.5, QUANTILES[-1]))
         out = {}
         for j, bus in enumerate(self.buses):
-            levels = forecast.quantiles[bus]
+            levels = forecast.quantiles.get(bus)
+            if levels is None:  # a bus the forecast was not issued for
+                continue
             p = levels[mid][k]
             ratio = float(self._q_ratio[j]) if self._q_ratio is not None else 0.0
             sigma = max((levels[hi][k] - levels[lo][k]) / Z80, 1e-4)

@@ -5,12 +5,14 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 import numpy as np
+import pytest
 
 from dsotp_streams.contracts.agent import ForecastSpec
 from dsotp_streams.contracts.messages import BusState, EstimateStatus, StateEstimate
 from dsotp_streams.contracts.storage import rows_from_forecast
 from dsotp_streams.core.forecasting.models import QuantileForecaster
 from dsotp_streams.core.forecasting.stream import ForecastAgent
+from dsotp_streams.errors import DsotpError
 
 START = datetime(2026, 1, 5, tzinfo=UTC)  # a Monday
 
@@ -73,3 +75,62 @@ def test_agent_retrains_from_history_then_forecasts_and_feeds_pseudo_measurement
             if update.forecast is not None:
                 issued.append(update.forecast)
     assert issued and set(issued[-1].quantiles) == {"Bus 1", "Bus 2", "Bus 3"}
+
+
+def _history(days: int, buses: list[tuple[str, float]]) -> tuple[datetime, np.ndarray]:
+    """Hourly mean loads of `days` days ending at START + 50 days, as a store gives them."""
+    first = START + timedelta(days=50 - days)
+    values = np.array(
+        [
+            [_load(h % 24, (50 - days) + h // 24, base) for _name, base in buses]
+            for h in range(days * 24)
+        ]
+    )
+    return first, values
+
+
+def test_a_seeded_agent_retrains_and_forecasts_on_its_first_estimate() -> None:
+    spec = ForecastSpec(step_s=3600, horizon_steps=24, refresh_s=6 * 3600, retrain_s=30 * 86400)
+    cold = ForecastAgent("t", spec)
+    first = cold.observe(_estimate(START + timedelta(days=50), 50, 0))
+    assert first.forecast is None and not first.retrained  # no history: weeks to wait
+    agent = ForecastAgent("t", spec)
+    # the store's bus order (by name) differs from the estimates' order
+    buses = [("Bus 3", 0.5), ("Bus 1", 1.0), ("Bus 2", 2.0)]
+    start, values = _history(45, buses)
+    assert agent.seed(start, 3600, [b for b, _ in buses], values) == 45 * 24
+    update = agent.observe(_estimate(START + timedelta(days=50), 50, 0))
+    assert update.retrained and update.forecast is not None
+    assert update.pseudo is not None
+    mid = np.array(update.forecast.quantiles["Bus 2"]["0.5"])  # the columns followed the names
+    truth = np.array([_load(h, 50, 2.0) for h in range(24)])
+    assert np.mean(np.abs(mid - truth)) < 0.15 * np.mean(truth)
+    assert 0.2 < update.pseudo["Bus 3"][0] < 0.8
+
+
+def test_a_seeded_agent_with_a_saved_model_forecasts_from_eight_days_of_history() -> None:
+    spec = ForecastSpec(step_s=3600, horizon_steps=24, refresh_s=6 * 3600, retrain_s=30 * 86400)
+    buses = [("Bus 1", 1.0), ("Bus 2", 2.0), ("Bus 3", 0.5)]
+    start, values = _history(45, buses)
+    model = QuantileForecaster(steps_per_day=24, horizon=24).fit(values, start=start, step_s=3600)
+    agent = ForecastAgent("t", spec, model)
+    start9, values9 = _history(9, buses)
+    values9[5] = np.nan  # a step the store could not fill is left out, the gap filled forward
+    assert agent.seed(start9, 3600, [b for b, _ in buses], values9) == 9 * 24 - 1
+    update = agent.observe(_estimate(START + timedelta(days=50), 50, 0))
+    assert not update.retrained and update.forecast is not None
+    assert set(update.forecast.quantiles) == {"Bus 1", "Bus 2", "Bus 3"}
+
+
+def test_seeding_refuses_a_history_it_cannot_use() -> None:
+    spec = ForecastSpec(step_s=3600, horizon_steps=24, history_days=10)
+    agent = ForecastAgent("t", spec)
+    start, values = _history(20, [("Bus 1", 1.0)])
+    with pytest.raises(DsotpError, match="step 900"):
+        agent.seed(start, 900, ["Bus 1"], values)
+    with pytest.raises(DsotpError, match="for 2 buses"):
+        agent.seed(start, 3600, ["Bus 1", "Bus 2"], values)
+    assert agent.seed(start, 3600, ["Bus 1"], values) == 10 * 24  # only history_days kept
+    agent.observe(_estimate(START + timedelta(days=50), 50, 0))
+    with pytest.raises(DsotpError, match="before the first estimate"):
+        agent.seed(start, 3600, ["Bus 1"], values)
