@@ -256,6 +256,9 @@ def _tls_params(tls: TlsConfig | None) -> aiomqtt.TLSParameters | None:
     )
 
 
+PENDING_WARN_CALLS = 1000  # publishes awaiting their acknowledgement before aiomqtt warns
+
+
 @asynccontextmanager
 async def connect(
     endpoint: MqttEndpoint,
@@ -287,6 +290,10 @@ async def connect(
         # (measured: a 10 frames/s fleet's frames arrived 48 ms late, at 50 frames/s 108 ms)
         socket_options=[(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)],
     )
+    # aiomqtt warns at every publish while more than 10 await their acknowledgement: a fleet
+    # publishes one QoS 1 frame per PMU at each instant, so that is the normal state (a demo
+    # printed ten warnings a second); warn only when the broker falls far behind
+    client.pending_calls_threshold = PENDING_WARN_CALLS
     if manual_ack:  # aiomqtt has no switch for it; its paho client has
         client._client.manual_ack_set(True)
     try:

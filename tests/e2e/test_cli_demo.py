@@ -46,6 +46,7 @@ def test_cli_demo_estimates_at_least_95_percent_of_windows(tmp_path: Path) -> No
     port = _free_port()
     proc = _demo(port, tmp_path / "demo.duckdb", 20)
     assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "pending publish calls" not in proc.stdout + proc.stderr  # no warning in normal running
     match = re.search(
         r"(\d+) instants emulated \((\d+) skipped\).*?"
         r"(\d+) estimates published \((\d+) ok\).*?coverage ([\d.]+) %",
