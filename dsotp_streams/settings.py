@@ -180,6 +180,14 @@ class KafkaSettings(BaseModel):
         "comes is published as skipped, not estimated: a worker that fell behind catches up "
         "instead of estimating the past; 0 estimates every window (recorded streams)",
     )
+    fetch_max_wait_ms: int = Field(
+        default=20,
+        ge=1,
+        le=10_000,
+        description="how long a consumer's fetch may wait for data: Apache Kafka answers as soon "
+        "as data arrives, tansu only when the wait is over, so short keeps latency low; a broker "
+        "on slow storage (tansu on S3) needs several hundred ms to answer at all",
+    )
 
 
 class BridgeSettings(BaseModel):

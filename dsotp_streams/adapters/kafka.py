@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import shutil
 import ssl
 import subprocess
@@ -18,7 +19,6 @@ from dsotp_streams.errors import TransportError
 from dsotp_streams.settings import KafkaSettings
 
 __all__ = [
-    "FETCH_MAX_WAIT_MS",
     "KafkaTopics",
     "LocalKafka",
     "bootstrap_servers",
@@ -28,11 +28,6 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
-
-# How long a consumer's fetch may wait for data. Apache Kafka answers a fetch as soon as data
-# arrives, tansu only when the wait is over: a short wait keeps latency low on both, for a few
-# more requests from an idle consumer. (faust fixes its own at 1.5 s; the worker overrides it.)
-FETCH_MAX_WAIT_MS = 20
 
 
 def bootstrap_servers(url: str) -> list[str]:
@@ -137,19 +132,30 @@ def tansu_binary() -> Path:
 
 
 class LocalKafka:
-    """A memory-only Kafka-compatible broker (tansu) on loopback, for development and tests.
+    """A Kafka-compatible broker (tansu) on loopback, for development and tests: its log in
+    memory (gone when it stops), or in an S3-compatible object store that outlives it.
 
     tansu 0.6 differs from Apache Kafka in ways the runtime is designed around: ListOffsets
     reports the last batch's start + 1 as the end offset (so faust's table recovery may miss the
     changelog's tail), and idempotent or transactional producers fail."""
 
     def __init__(
-        self, *, host: str = "127.0.0.1", port: int = 9092, advertised_port: int | None = None
+        self,
+        *,
+        host: str = "127.0.0.1",
+        port: int = 9092,
+        advertised_port: int | None = None,
+        storage: str = "memory://tansu/",
+        env: dict[str, str] | None = None,
     ) -> None:
-        """`advertised_port`: the port clients are told to use (a proxy in front of it)."""
+        """`advertised_port`: the port clients are told to use (a proxy in front of it);
+        `storage`: tansu's storage engine (`memory://tansu/`, or `s3://bucket/` with the object
+        store's endpoint and keys in `env`: AWS_ENDPOINT, AWS_ACCESS_KEY_ID, ...)."""
         self.host = host
         self.port = port
         self.advertised_port = advertised_port or port
+        self.storage = storage
+        self.env = env
         self._process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -174,10 +180,11 @@ class LocalKafka:
                 "--advertised-listener-url",
                 f"tcp://{self.host}:{self.advertised_port}",
                 "--storage-engine",
-                "memory://tansu/",
+                self.storage,
             ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
+            env={**os.environ, **self.env} if self.env else None,
         )
 
     async def wait_ready(self, timeout_s: float = 10.0) -> None:
@@ -186,8 +193,15 @@ class LocalKafka:
 
         await wait_for_port(self.host, self.port, timeout_s=timeout_s)
 
+    def kill(self) -> None:
+        """End the broker at once (SIGKILL), as a crash would."""
+        if self._process is not None:
+            self._process.kill()
+            self._process.wait()
+            self._process = None
+
     def stop(self) -> None:
-        """Stop the broker (its data is gone: memory storage)."""
+        """Stop the broker (with memory storage its data is gone)."""
         if self._process is None:
             return
         self._process.terminate()

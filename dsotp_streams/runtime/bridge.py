@@ -25,7 +25,7 @@ import aiomqtt
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.errors import KafkaError
 
-from dsotp_streams.adapters.kafka import FETCH_MAX_WAIT_MS, KafkaTopics, client_options
+from dsotp_streams.adapters.kafka import KafkaTopics, client_options
 from dsotp_streams.adapters.mqtt import MqttEndpoint, Topics, ack, connect
 from dsotp_streams.contracts.frames import parse_frame
 from dsotp_streams.contracts.messages import BridgedFrame, DeadLetter, FrameBatch
@@ -289,7 +289,7 @@ class Bridge:
             group_id=f"{kafka.group}-bridge",
             enable_auto_commit=False,
             auto_offset_reset="earliest",
-            fetch_max_wait_ms=FETCH_MAX_WAIT_MS,
+            fetch_max_wait_ms=kafka.fetch_max_wait_ms,
             session_timeout_ms=round(max(kafka.session_timeout_s, 6.0) * 1000),
             heartbeat_interval_ms=round(kafka.heartbeat_interval_s * 1000),
         )

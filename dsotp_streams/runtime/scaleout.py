@@ -34,12 +34,7 @@ from faust.transport.drivers import aiokafka as faust_aiokafka
 from faust.types import TP, EventT, StreamT, TransportT
 
 from dsotp_streams.adapters.grids import load_grid
-from dsotp_streams.adapters.kafka import (
-    FETCH_MAX_WAIT_MS,
-    KafkaTopics,
-    bootstrap_servers,
-    ssl_context,
-)
+from dsotp_streams.adapters.kafka import KafkaTopics, bootstrap_servers, ssl_context
 from dsotp_streams.api.results import InfluxResults
 from dsotp_streams.contracts.agent import AgentSpec, load_agent_specs
 from dsotp_streams.contracts.messages import DeadLetter, EstimateStatus, FrameBatch, Window
@@ -84,11 +79,11 @@ def _credentials(kafka: KafkaSettings) -> Any:
 
 
 class _ConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
-    """faust's consumer with a short fetch wait (faust fixes it at 1.5 s; see FETCH_MAX_WAIT_MS)."""
+    """faust's consumer with the fetch wait of the settings (faust fixes it at 1.5 s)."""
 
     def _create_worker_consumer(self, transport: faust_aiokafka.Transport) -> Any:
         consumer = super()._create_worker_consumer(transport)
-        consumer._fetch_max_wait_ms = FETCH_MAX_WAIT_MS
+        consumer._fetch_max_wait_ms = getattr(self.app, "fetch_max_wait_ms", 20)  # _App's
         return consumer
 
 
@@ -102,6 +97,8 @@ class _Transport(faust_aiokafka.Transport):
 
 
 class _App(faust.App):
+    fetch_max_wait_ms = 20  # `kafka.fetch_max_wait_ms`, set by the worker
+
     def _new_transport(self) -> TransportT:
         return _Transport(self.conf.broker_consumer, self)
 
@@ -140,6 +137,7 @@ class KafkaWorker:
             table_standby_replicas=0,
             logging_config=None,
         )
+        self.app.fetch_max_wait_ms = kafka.fetch_max_wait_ms
         self.stats = PipelineStats()
         self.replayed_windows = 0
         self._areas: dict[str, _Area] = {}

@@ -12,6 +12,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
 import time
 import urllib.parse
 import urllib.request
@@ -212,3 +213,46 @@ class VictoriaServer(_Server):
         )
         _status, body = _get(f"{self.url}/api/v1/export?{params}", timeout=30)
         return sum(len(json.loads(line)["values"]) for line in body.splitlines() if line)
+
+
+class S3Server(_Server):
+    """An S3-compatible object store (moto's server, in memory) with one bucket: where a tansu
+    broker keeps its log, so that the log outlives a broker restart."""
+
+    name = "moto_server"
+
+    def __init__(self, folder: Path, bucket: str = "tansu") -> None:
+        super().__init__(folder)
+        self.bucket = bucket
+        binary = Path(sys.executable).parent / "moto_server"
+        assert binary.exists(), "moto[server] is not installed: run scripts/test.sh"
+        self.binary = str(binary)
+
+    def command(self) -> list[str]:
+        return [self.binary, "-H", "127.0.0.1", "-p", str(self.port)]
+
+    def ready(self) -> bool:
+        status, _ = _get(f"{self.url}/")
+        return status == 200
+
+    def start(self, timeout_s: float | None = None) -> None:
+        super().start(timeout_s)
+        request = urllib.request.Request(f"{self.url}/{self.bucket}", method="PUT")
+        with urllib.request.urlopen(request, timeout=10) as response:
+            assert response.status == 200
+
+    @property
+    def storage(self) -> str:
+        """tansu's storage engine URL for the bucket."""
+        return f"s3://{self.bucket}/"
+
+    def client_env(self) -> dict[str, str]:
+        """What tansu needs to reach the store (any keys: moto does not check them)."""
+        return {
+            "AWS_ENDPOINT": self.url,
+            "AWS_ALLOW_HTTP": "true",
+            "AWS_ACCESS_KEY_ID": "dsotp-test",
+            "AWS_SECRET_ACCESS_KEY": "dsotp-test",
+            "AWS_DEFAULT_REGION": "us-east-1",
+            "AWS_REGION": "us-east-1",
+        }

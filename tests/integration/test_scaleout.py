@@ -12,13 +12,14 @@ import asyncio
 import contextlib
 import itertools
 import json
+import logging
 import os
 import signal
 import subprocess
 import sys
 import time
 from collections import Counter, defaultdict
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -35,7 +36,7 @@ from dsotp_streams.runtime.bridge import Bridge
 from dsotp_streams.runtime.embedded import Emulator
 from dsotp_streams.settings import BridgeSettings, KafkaSettings, MqttSettings, Settings
 from tests.conftest import REPO
-from tests.integration.databases import free_port
+from tests.integration.databases import S3Server, free_port
 from tests.integration.emulated import Produced
 from tests.integration.netfault import TcpRelay
 
@@ -76,6 +77,7 @@ def start_worker(
         "DSOTP_KAFKA__MAX_WINDOW_AGE_S": str(settings.kafka.max_window_age_s),
         "DSOTP_KAFKA__PARTITIONS": str(settings.kafka.partitions),
         "DSOTP_KAFKA__SESSION_TIMEOUT_S": str(settings.kafka.session_timeout_s),
+        "DSOTP_KAFKA__FETCH_MAX_WAIT_MS": str(settings.kafka.fetch_max_wait_ms),
         "DSOTP_KAFKA__DATA_DIR": str(folder / name),
         "DSOTP_AGENTS_DIR": str(settings.agents_dir),
         "DSOTP_LOG_LEVEL": "INFO",
@@ -368,14 +370,33 @@ def test_no_frame_or_window_is_lost_when_the_kafka_connections_drop(
             assert time.monotonic() < deadline, "the worker did not join its group"
             time.sleep(0.2)
         time.sleep(3.0)
+
+        async def outage() -> None:
+            await asyncio.to_thread(relay.cut)
+            await asyncio.sleep(OUTAGE_S)
+            await asyncio.to_thread(relay.restore)
+
         produced, on_kafka, states, bridge = asyncio.run(
-            _through_an_outage(settings, mosquitto, relay)
+            _through_an_outage(settings, mosquitto, outage)
         )
     finally:
         os.killpg(worker.pid, signal.SIGTERM)
         worker.wait(timeout=30)
         relay.close()
         broker.stop()
+    _nothing_lost(produced, on_kafka, states, bridge)
+
+
+def _nothing_lost(
+    produced: set[tuple[str, str]],
+    on_kafka: set[tuple[str, str]],
+    states: list[dict[str, object]],
+    bridge: dict[str, int],
+) -> None:
+    """Every frame the PMUs produced is on Kafka, every instant estimated and published once."""
+    logging.getLogger(__name__).info(
+        "frames produced %d, on Kafka %d; bridge %s", len(produced), len(on_kafka), bridge
+    )
     lost = produced - on_kafka
     assert not lost, f"{len(lost)} of {len(produced)} frames never reached Kafka; {bridge}"
     assert bridge["kafka_retries"] >= 1, bridge  # the outage outlasted a send
@@ -390,8 +411,59 @@ def test_no_frame_or_window_is_lost_when_the_kafka_connections_drop(
     assert instants[-1] - instants[0] > 10 * (OUTAGE_S + 5)
 
 
+def test_no_frame_or_window_is_lost_when_the_kafka_broker_restarts(
+    mosquitto: MqttEndpoint, tmp_path: Path
+) -> None:
+    """The Kafka broker itself killed (SIGKILL) mid-stream and started again 5 s later on its
+    log: tansu keeping its log in an S3-compatible store (moto's server) that outlives it, as
+    Apache Kafka keeps it on disk. Bridge and worker reconnect, the bridge resends what the dead
+    broker had not acknowledged, and every frame and window gets through once."""
+    store = S3Server(tmp_path / "s3")
+    store.start()
+    port = free_port()
+    broker = LocalKafka(port=port, storage=store.storage, env=store.client_env())
+    broker.start()
+    settings = Settings(
+        mqtt=MqttSettings(client_id_prefix=f"krs{free_port()}", reconnect_backoff_max_s=1.0),
+        kafka=KafkaSettings(
+            url=broker.url,
+            topic_prefix="restart",
+            group="restart-g",
+            partitions=8,
+            session_timeout_s=6.0,
+            fetch_max_wait_ms=500,  # tansu on S3 answers no shorter fetch (measured)
+        ),
+        bridge=BridgeSettings(kafka_timeout_s=3.0),
+        agents_dir=write_specs(tmp_path / "agents"),
+    )
+    worker, log = start_worker(settings, "worker-restart", tmp_path)
+    try:
+        asyncio.run(broker.wait_ready())
+        deadline = time.monotonic() + 90
+        while "Ready" not in log.read_text(encoding="utf-8", errors="replace"):
+            assert time.monotonic() < deadline, "the worker did not join its group"
+            time.sleep(0.2)
+        time.sleep(3.0)
+
+        async def restart() -> None:
+            await asyncio.to_thread(broker.kill)
+            await asyncio.sleep(OUTAGE_S - 3.0)
+            broker.start()
+            await broker.wait_ready()
+
+        produced, on_kafka, states, bridge = asyncio.run(
+            _through_an_outage(settings, mosquitto, restart)
+        )
+    finally:
+        os.killpg(worker.pid, signal.SIGTERM)
+        worker.wait(timeout=30)
+        broker.stop()
+        store.stop()
+    _nothing_lost(produced, on_kafka, states, bridge)
+
+
 async def _through_an_outage(
-    settings: Settings, endpoint: MqttEndpoint, relay: TcpRelay
+    settings: Settings, endpoint: MqttEndpoint, outage: Callable[[], Awaitable[None]]
 ) -> tuple[set[tuple[str, str]], set[tuple[str, str]], list[dict[str, object]], dict[str, int]]:
     states: list[dict[str, object]] = []
     subscribed = asyncio.Event()
@@ -419,9 +491,7 @@ async def _through_an_outage(
     try:
         await until(arrived, lambda: len(states) >= 10, 60)
         await asyncio.sleep(2.0)
-        await asyncio.to_thread(relay.cut)
-        await asyncio.sleep(OUTAGE_S)
-        await asyncio.to_thread(relay.restore)
+        await outage()
         await asyncio.sleep(8.0)
         emulate_stop.set()
         await emulating
@@ -453,7 +523,7 @@ async def _frames_on_kafka(settings: Settings) -> set[tuple[str, str]]:
         KafkaTopics(settings.kafka.topic_prefix).frames,
         **client_options(settings.kafka),
         auto_offset_reset="earliest",
-        fetch_max_wait_ms=20,
+        fetch_max_wait_ms=settings.kafka.fetch_max_wait_ms,
     )
     await consumer.start()
     found: set[tuple[str, str]] = set()
