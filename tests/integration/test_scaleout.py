@@ -22,6 +22,7 @@ from collections import Counter, defaultdict
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
@@ -350,50 +351,87 @@ def test_no_frame_or_window_is_lost_when_the_kafka_connections_drop(
     broker.start()
     relay = TcpRelay(relay_port, tansu_port)
     relay.start()
-    settings = Settings(
-        mqtt=MqttSettings(client_id_prefix=f"kout{free_port()}", reconnect_backoff_max_s=1.0),
+
+    async def outage() -> None:
+        await asyncio.to_thread(relay.cut)
+        await asyncio.sleep(OUTAGE_S)
+        await asyncio.to_thread(relay.restore)
+
+    try:
+        asyncio.run(broker.wait_ready())
+        settings = _outage_settings("outage", f"kafka://127.0.0.1:{relay_port}", tmp_path)
+        _stream_through(settings, mosquitto, tmp_path, outage)
+    finally:
+        relay.close()
+        broker.stop()
+
+
+def test_no_frame_or_window_is_lost_when_the_kafka_broker_restarts(
+    mosquitto: MqttEndpoint, tmp_path: Path
+) -> None:
+    """The Kafka broker itself killed (SIGKILL) mid-stream and started again 5 s later on its
+    log: tansu keeping its log in an S3-compatible store (moto's server) that outlives it, as
+    Apache Kafka keeps it on disk. Bridge and worker reconnect, the bridge resends what the dead
+    broker had not acknowledged, and every frame and window gets through once."""
+    store = S3Server(tmp_path / "s3")
+    store.start()
+    broker = LocalKafka(port=free_port(), storage=store.storage, env=store.client_env())
+    broker.start()
+
+    async def restart() -> None:
+        await asyncio.to_thread(broker.kill)
+        await asyncio.sleep(OUTAGE_S - 3.0)
+        broker.start()
+        await broker.wait_ready()
+
+    try:
+        asyncio.run(broker.wait_ready())
+        # tansu on S3 answers no fetch that may wait less than a few hundred ms (measured)
+        settings = _outage_settings("restart", broker.url, tmp_path, fetch_max_wait_ms=500)
+        _stream_through(settings, mosquitto, tmp_path, restart)
+    finally:
+        broker.stop()
+        store.stop()
+
+
+def _outage_settings(name: str, url: str, tmp_path: Path, **kafka: Any) -> Settings:
+    """One run's settings: its own topics and group, quick reconnects, 3 s Kafka send timeout."""
+    return Settings(
+        mqtt=MqttSettings(client_id_prefix=f"{name}{free_port()}", reconnect_backoff_max_s=1.0),
         kafka=KafkaSettings(
-            url=f"kafka://127.0.0.1:{relay_port}",
-            topic_prefix="outage",
-            group="outage-g",
+            url=url,
+            topic_prefix=name,
+            group=f"{name}-g",
             partitions=8,
             session_timeout_s=6.0,
+            **kafka,
         ),
         bridge=BridgeSettings(kafka_timeout_s=3.0),
         agents_dir=write_specs(tmp_path / "agents"),
     )
-    worker, log = start_worker(settings, "worker-outage", tmp_path)
+
+
+def _stream_through(
+    settings: Settings,
+    mosquitto: MqttEndpoint,
+    tmp_path: Path,
+    outage: Callable[[], Awaitable[None]],
+) -> None:
+    """A worker process and a bridge carry one area's PMU stream through `outage`; then every
+    frame the PMUs produced is on Kafka and every instant estimated and published once."""
+    worker, log = start_worker(settings, "worker", tmp_path)
     try:
-        asyncio.run(broker.wait_ready())
-        deadline = time.monotonic() + 60
+        deadline = time.monotonic() + 90
         while "Ready" not in log.read_text(encoding="utf-8", errors="replace"):
             assert time.monotonic() < deadline, "the worker did not join its group"
             time.sleep(0.2)
         time.sleep(3.0)
-
-        async def outage() -> None:
-            await asyncio.to_thread(relay.cut)
-            await asyncio.sleep(OUTAGE_S)
-            await asyncio.to_thread(relay.restore)
-
         produced, on_kafka, states, bridge = asyncio.run(
             _through_an_outage(settings, mosquitto, outage)
         )
     finally:
         os.killpg(worker.pid, signal.SIGTERM)
         worker.wait(timeout=30)
-        relay.close()
-        broker.stop()
-    _nothing_lost(produced, on_kafka, states, bridge)
-
-
-def _nothing_lost(
-    produced: set[tuple[str, str]],
-    on_kafka: set[tuple[str, str]],
-    states: list[dict[str, object]],
-    bridge: dict[str, int],
-) -> None:
-    """Every frame the PMUs produced is on Kafka, every instant estimated and published once."""
     logging.getLogger(__name__).info(
         "frames produced %d, on Kafka %d; bridge %s", len(produced), len(on_kafka), bridge
     )
@@ -409,57 +447,6 @@ def _nothing_lost(
     statuses = Counter(s["status"] for s in states)
     assert statuses["ok"] >= 0.98 * len(instants), statuses
     assert instants[-1] - instants[0] > 10 * (OUTAGE_S + 5)
-
-
-def test_no_frame_or_window_is_lost_when_the_kafka_broker_restarts(
-    mosquitto: MqttEndpoint, tmp_path: Path
-) -> None:
-    """The Kafka broker itself killed (SIGKILL) mid-stream and started again 5 s later on its
-    log: tansu keeping its log in an S3-compatible store (moto's server) that outlives it, as
-    Apache Kafka keeps it on disk. Bridge and worker reconnect, the bridge resends what the dead
-    broker had not acknowledged, and every frame and window gets through once."""
-    store = S3Server(tmp_path / "s3")
-    store.start()
-    port = free_port()
-    broker = LocalKafka(port=port, storage=store.storage, env=store.client_env())
-    broker.start()
-    settings = Settings(
-        mqtt=MqttSettings(client_id_prefix=f"krs{free_port()}", reconnect_backoff_max_s=1.0),
-        kafka=KafkaSettings(
-            url=broker.url,
-            topic_prefix="restart",
-            group="restart-g",
-            partitions=8,
-            session_timeout_s=6.0,
-            fetch_max_wait_ms=500,  # tansu on S3 answers no shorter fetch (measured)
-        ),
-        bridge=BridgeSettings(kafka_timeout_s=3.0),
-        agents_dir=write_specs(tmp_path / "agents"),
-    )
-    worker, log = start_worker(settings, "worker-restart", tmp_path)
-    try:
-        asyncio.run(broker.wait_ready())
-        deadline = time.monotonic() + 90
-        while "Ready" not in log.read_text(encoding="utf-8", errors="replace"):
-            assert time.monotonic() < deadline, "the worker did not join its group"
-            time.sleep(0.2)
-        time.sleep(3.0)
-
-        async def restart() -> None:
-            await asyncio.to_thread(broker.kill)
-            await asyncio.sleep(OUTAGE_S - 3.0)
-            broker.start()
-            await broker.wait_ready()
-
-        produced, on_kafka, states, bridge = asyncio.run(
-            _through_an_outage(settings, mosquitto, restart)
-        )
-    finally:
-        os.killpg(worker.pid, signal.SIGTERM)
-        worker.wait(timeout=30)
-        broker.stop()
-        store.stop()
-    _nothing_lost(produced, on_kafka, states, bridge)
 
 
 async def _through_an_outage(
