@@ -156,7 +156,8 @@ def _table(emulator: EmulatorStats | None, pipeline: PipelineStats) -> Table:
         ("lag ms (max)", f"{p.lag_ms:.0f} ({p.lag_ms_max:.0f})"),
         ("estimate ms", f"{p.estimate_ms:.1f}"),
         ("max |V est - V true| pu", f"{p.max_true_dvm_pu:.4f}"),
-        ("forecasts (history read at start)", f"{p.forecasts} ({p.forecast_history_steps} steps)"),
+        ("forecasts issued (set aside)", f"{p.forecasts} ({p.forecasts_rejected})"),
+        ("forecast history read at start", f"{p.forecast_history_steps} steps"),
         ("FLISR cases (fault to plan ms)", f"{p.flisr_events} ({p.flisr_lag_ms:.0f})"),
     ]
     for name, value in rows:
@@ -274,6 +275,7 @@ def _pipeline(
     )
     if outputs.live:
         pipeline.flisr_listeners.append(outputs.hub.publish_flisr)
+        pipeline.forecast_listeners.append(outputs.hub.publish_forecast)
     outputs.counters = lambda: _counters(pipeline.stats)
     outputs.runtime_counters[spec.area] = lambda: {
         k: float(v) for k, v in asdict(pipeline.stats).items()

@@ -19,7 +19,7 @@ from typing import Any
 from fastapi import FastAPI, HTTPException
 from fastapi.responses import HTMLResponse, Response, StreamingResponse
 
-from dsotp_streams.contracts.messages import FlisrEvent, StateEstimate
+from dsotp_streams.contracts.messages import FlisrEvent, Forecast, StateEstimate
 from dsotp_streams.contracts.storage import ts_ns
 from dsotp_streams.core.grid import GridModel
 
@@ -32,6 +32,7 @@ class _Area:
     buses: list[str]
     points: deque[dict[str, Any]] = field(default_factory=deque)
     flisr: dict[str, Any] | None = None
+    forecast: dict[str, Any] | None = None
 
 
 class LiveHub:
@@ -71,6 +72,15 @@ class LiveHub:
         area.flisr = {"type": "flisr", **json.loads(event.model_dump_json())}
         self._broadcast(json.dumps(area.flisr))
 
+    def publish_forecast(self, forecast: Forecast) -> None:
+        """A pipeline's forecast listener: keep the newest forecast (columns in bus order) and
+        push it to every open page."""
+        area = self._areas.get(forecast.area)
+        if area is None:
+            return
+        area.forecast = _forecast(forecast, area.buses)
+        self._broadcast(json.dumps(area.forecast))
+
     def _broadcast(self, message: str) -> None:
         for queue in list(self._listeners):
             if queue.full():
@@ -81,7 +91,8 @@ class LiveHub:
         """The drawing and bus order of an area."""
         if area not in self._areas:
             raise KeyError(area)
-        return {"area": area, **self._areas[area].drawing, "flisr": self._areas[area].flisr}
+        kept = self._areas[area]
+        return {"area": area, **kept.drawing, "flisr": kept.flisr, "forecast": kept.forecast}
 
     def history(self, area: str) -> list[dict[str, Any]]:
         """The kept points of an area, oldest first."""
@@ -117,6 +128,29 @@ def _point(estimate: StateEstimate, order: list[str]) -> dict[str, Any]:
         "vm": [_num(by_bus[n].vm_pu) if n in by_bus else None for n in order],
         "meas": [_num(by_bus[n].measured_vm_pu) if n in by_bus else None for n in order],
         "true": [_num(by_bus[n].true_vm_pu) if n in by_bus else None for n in order],
+        "p": [_num(by_bus[n].p_mw) if n in by_bus else None for n in order],
+    }
+
+
+def _forecast(forecast: Forecast, order: list[str]) -> dict[str, Any]:
+    """A forecast for the page: times in ms, and per quantile one list per bus (None where the
+    forecast has no such bus)."""
+    levels = sorted({q for per_bus in forecast.quantiles.values() for q in per_bus}, key=float)
+    return {
+        "type": "forecast",
+        "area": forecast.area,
+        "issued": ts_ns(forecast.issued_at) / 1e6,
+        "step_ms": forecast.step_s * 1000,
+        "times": [ts_ns(t) / 1e6 for t in forecast.times],
+        "quantity": forecast.quantity,
+        "levels": levels,
+        "values": {
+            q: [
+                [_num(v) for v in forecast.quantiles[n][q]] if n in forecast.quantiles else None
+                for n in order
+            ]
+            for q in levels
+        },
     }
 
 

@@ -98,6 +98,12 @@ class SigmaSpec(_Frozen):
     im_floor_ka: float = Field(default=0.0005, gt=0)
     pseudo_rel: float = Field(default=0.5, gt=0)
     pseudo_floor_mw: float = Field(default=0.01, gt=0)
+    forecast_rel: float = Field(
+        default=0.2,
+        gt=0,
+        description="least sigma of a forecast pseudo-measurement, relative to its value: a "
+        "bus's 15-minute load is not known better than this, however narrow the forecast band",
+    )
     pseudo_slack_vm_rel: float = Field(
         default=0.02, gt=0, description="substation voltage set-point where no PMU measures it"
     )

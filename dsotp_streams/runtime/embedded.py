@@ -78,6 +78,7 @@ class PipelineStats:
     flisr_events: int = 0
     forecasts: int = 0
     forecast_history_steps: int = 0  # read back from the store at start (warm start)
+    forecasts_rejected: int = 0  # set aside: their pseudo-measurements contradicted the PMUs
     implausible: int = 0
     processing_errors: int = 0
     dead_letters_dropped: int = 0  # the dead-letter queue was full (a flood)
@@ -129,6 +130,7 @@ class AreaPipeline:
         self.processor = WindowProcessor(spec, grid, settings.agent_file.parent, history)
         self.estimator = self.processor.estimator
         self.flisr_listeners: list[Callable[[FlisrEvent], None]] = []
+        self.forecast_listeners: list[Callable[[Forecast], None]] = []
         self.vn_kv = {name: float(grid.vn_kv[idx]) for name, idx in grid.named_buses}
         self.stats = PipelineStats()
         self.ready = asyncio.Event()
@@ -289,6 +291,7 @@ class AreaPipeline:
         truth = self._truth.get(slot_of(window.window_start, period_ns=self.aligner.period_ns))
         result = await self.processor.process(window, truth)
         self.stats.forecast_history_steps = self.processor.history_steps
+        self.stats.forecasts_rejected = self.processor.forecasts_rejected
         await self._publish_estimate(result.estimate)
         if result.forecast is not None:
             await self._publish_forecast(result.forecast)
@@ -322,6 +325,8 @@ class AreaPipeline:
 
     async def _publish_forecast(self, forecast: Forecast) -> None:
         self.stats.forecasts += 1
+        for listener in self.forecast_listeners:
+            listener(forecast)
         for sink in self.sinks:
             sink.submit(list(rows_from_forecast(forecast)))
         await self._publish(self.topics.forecast, forecast.model_dump_json(), qos=1)

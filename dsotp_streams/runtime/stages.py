@@ -178,6 +178,7 @@ class WindowProcessor:
     model_dir: Path
     history: LoadHistory | None = None
     history_steps: int = field(init=False, default=0)
+    forecasts_rejected: int = field(init=False, default=0)  # set aside by the estimator
     _warm: asyncio.Task[int] | None = field(init=False, default=None)
     estimator: Estimator = field(init=False)
     detector: FaultDetector | None = field(init=False)
@@ -271,6 +272,9 @@ class WindowProcessor:
             self.detector.estimate_status(estimate.status is EstimateStatus.OK)
         if estimate.status is EstimateStatus.OK and observation is None:
             self._last_loads = {b.bus: b.p_mw for b in estimate.buses}
+        if self.estimator.forecast_rejected and self.forecaster is not None:
+            self.forecaster.reject_current()
+            self.forecasts_rejected += 1
         if self.forecaster is not None and self._forecaster_ready():
             update = await asyncio.to_thread(self.forecaster.observe, estimate)
             if update.retrained and self.forecaster.model is not None:
@@ -278,7 +282,7 @@ class WindowProcessor:
                     await asyncio.to_thread(save_forecaster, self.forecaster.model, self.model_path)
                 except DsotpError as exc:  # the model in memory serves on
                     log.warning("retrained forecaster not saved: %s", exc)
-            if update.pseudo is not None:
+            if update.pseudo is not None or update.forecast is not None:
                 self.estimator.mapping.set_pseudo_injections(update.pseudo)
             result.forecast = update.forecast
         if observation is not None and self.planner is not None:

@@ -3,12 +3,19 @@ a forecaster trained on the same daily shape (for the warm-start tests)."""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+import shutil
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import numpy as np
 
+from dsotp_streams.adapters.forecasters import save_forecaster
+from dsotp_streams.adapters.grids import load_grid
+from dsotp_streams.adapters.store import DuckStore
+from dsotp_streams.contracts.agent import load_agent_spec
 from dsotp_streams.contracts.storage import Row
 from dsotp_streams.core.forecasting.models import QuantileForecaster
+from tests.conftest import REPO
 
 STEP_S = 900
 
@@ -45,3 +52,24 @@ def trained_model(buses: int, days: int = 44) -> QuantileForecaster:
     y = np.array([[daily_load(s, bus_base(j)) for j in range(buses)] for s in range(days * 96)])
     start = datetime(2026, 1, 1, tzinfo=UTC)
     return QuantileForecaster(steps_per_day=96, horizon=96).fit(y, start=start, step_s=STEP_S)
+
+
+def restarted_demo(folder: Path, days: int = 9) -> tuple[Path, Path, list[str]]:
+    """What a demo that ran before leaves: a copy of the demo's agent spec with its trained
+    forecaster beside it (`models/`), and a store holding `days` of its estimates (one every
+    10 minutes, up to now). Returns the agent file, the store and the area's buses."""
+    agents = folder / "agents"
+    agents.mkdir()
+    agent = agents / "cigre-mv.yaml"
+    shutil.copy(REPO / "agents" / "cigre-mv.yaml", agent)
+    spec = load_agent_spec(agent)
+    buses = [name for name, _idx in load_grid(spec.grid).named_buses]
+    save_forecaster(trained_model(len(buses)), folder / "models" / f"forecast-{spec.area}.json")
+    store_path = folder / "demo.duckdb"
+    store = DuckStore(store_path)
+    try:
+        start = datetime.now(tz=UTC) - timedelta(days=days)
+        store.append(state_rows(spec.area, buses, start, days * 86400, 600))
+    finally:
+        store.close()
+    return agent, store_path, buses

@@ -1,6 +1,6 @@
 // dsotp live page: server-sent events in, canvas charts out. No build step, no library.
 "use strict";
-const state = { area: null, meta: null, points: [], bus: 0, latest: null, flisr: null };
+const state = { area: null, meta: null, points: [], bus: 0, latest: null, flisr: null, forecast: null };
 window.dsotpLive = { points: 0, estimated: 0, last: null };
 
 const $ = (id) => document.getElementById(id);
@@ -104,7 +104,39 @@ function drawProfile() {
   }
 }
 
-function redraw() { drawDiagram(); drawSeries(); drawProfile(); }
+function drawForecast() {
+  const canvas = $("forecast"); const f = state.forecast; const i = state.bus;
+  $("fbus").textContent = state.meta ? state.meta.buses[i].name : "…";
+  const mid = f && f.values["0.5"] ? f.values["0.5"][i] : null;
+  $("fnote").hidden = Boolean(mid);
+  canvas.hidden = !mid; if (!mid) return;
+  const [ctx, w, h] = fit(canvas); const pad = 44;
+  const lo = f.values[f.levels[0]][i], hi = f.values[f.levels[f.levels.length - 1]][i];
+  const now = state.latest ? state.latest.t : f.times[0];
+  const current = state.latest && state.latest.p ? state.latest.p[i] : null;
+  const [vlo, vhi] = range([...lo, ...hi, current]);
+  axes(ctx, w, h, vlo, vhi, pad);
+  const t0 = f.times[0], t1 = f.times[f.times.length - 1] + f.step_ms;
+  const X = (t) => pad + 10 + (w - pad - 18) * (t - t0) / (t1 - t0);
+  const Y = (v) => h - pad - (h - 2 * pad) * (v - vlo) / (vhi - vlo);
+  ctx.fillStyle = "rgba(126, 87, 194, 0.45)"; ctx.beginPath();
+  f.times.forEach((t, k) => { const x = X(t + f.step_ms / 2); if (k) ctx.lineTo(x, Y(hi[k])); else ctx.moveTo(x, Y(hi[k])); });
+  for (let k = f.times.length - 1; k >= 0; k--) ctx.lineTo(X(f.times[k] + f.step_ms / 2), Y(lo[k]));
+  ctx.closePath(); ctx.fill();
+  ctx.strokeStyle = "#d1c4e9"; ctx.lineWidth = 2; ctx.beginPath();
+  f.times.forEach((t, k) => { const x = X(t + f.step_ms / 2); if (k) ctx.lineTo(x, Y(mid[k])); else ctx.moveTo(x, Y(mid[k])); });
+  ctx.stroke();
+  if (now >= t0 && now <= t1) {
+    ctx.strokeStyle = "#8a96a3"; ctx.setLineDash([4, 4]); ctx.beginPath(); ctx.moveTo(X(now), pad / 2); ctx.lineTo(X(now), h - pad); ctx.stroke(); ctx.setLineDash([]);
+    if (current !== null) { ctx.fillStyle = "#4fc3f7"; ctx.beginPath(); ctx.arc(X(now), Y(current), 5, 0, 2 * Math.PI); ctx.fill(); }
+  }
+  ctx.fillStyle = "#8a96a3"; ctx.textAlign = "left";
+  ctx.fillText(new Date(t0).toISOString().slice(5, 16).replace("T", " "), pad + 10, h - pad + 16);
+  ctx.textAlign = "right";
+  ctx.fillText(`${new Date(t1).toISOString().slice(5, 16).replace("T", " ")} UTC (issued ${new Date(f.issued).toISOString().slice(11, 16)})`, w - 8, h - pad + 16);
+}
+
+function redraw() { drawDiagram(); drawSeries(); drawProfile(); drawForecast(); }
 
 function showFlisr(e) {
   state.flisr = e; const box = $("flisr"); box.hidden = false;
@@ -119,6 +151,7 @@ function showFlisr(e) {
 
 function accept(p) {
   if (p.type === "flisr") { if (p.area === state.area) showFlisr(p); return; }
+  if (p.type === "forecast") { if (p.area === state.area) { state.forecast = p; window.dsotpLive.forecast = p; } return; }
   if (p.area !== state.area) return;
   state.points.push(p);
   const horizon = p.t - 300000; while (state.points.length && state.points[0].t < horizon) state.points.shift();
@@ -140,6 +173,7 @@ async function start() {
   state.area = areas[0]; $("area").textContent = state.area;
   state.meta = await (await fetch(`/api/live/${state.area}/meta`)).json();
   if (state.meta.flisr) showFlisr(state.meta.flisr);
+  if (state.meta.forecast) accept(state.meta.forecast);
   const select = $("bus");
   state.meta.buses.forEach((b, i) => { const o = document.createElement("option"); o.value = i; o.textContent = b.name; select.appendChild(o); });
   select.onchange = () => { state.bus = Number(select.value); redraw(); };

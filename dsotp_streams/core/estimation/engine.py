@@ -50,6 +50,7 @@ class Estimator:
         self._last_v: ComplexArray | None = None
         self._cache = WlsCache(grid)
         self._layout = _Layout.of(grid)
+        self.forecast_rejected = False  # the last window set the forecast pseudo injections aside
 
     @property
     def last_state(self) -> ComplexArray | None:
@@ -57,7 +58,37 @@ class Estimator:
         return None if self._last_v is None else self._last_v.copy()
 
     def estimate(self, window: Window, *, truth: TrueState | None = None) -> StateEstimate:
-        """Estimate the state of one window."""
+        """Estimate the state of one window.
+
+        With forecast pseudo injections, a window that fails the chi-square test is estimated
+        again with the nominal ones: if that passes, the forecast contradicts the PMUs (a model
+        of another grid, a load that changed) and is set aside (`forecast_rejected`; the
+        mapping is back on nominal pseudo injections), instead of having real measurements
+        removed as bad data."""
+        self.forecast_rejected = False
+        v0 = self._last_v
+        estimate = self._estimate(window, truth)
+        if estimate.status is not EstimateStatus.BAD_DATA or not self.mapping.uses_forecast:
+            return estimate
+        forecast = self.mapping.pseudo_injections
+        self.mapping.set_pseudo_injections(None)
+        self._last_v = v0
+        nominal = self._estimate(window, truth)
+        if nominal.status is EstimateStatus.OK:
+            self.forecast_rejected = True
+            log.warning(
+                "%s: forecast pseudo-measurements contradict the PMUs (chi-square %.0f with "
+                "them, %.0f without); set aside until the next forecast",
+                window.area,
+                estimate.chi2 or math.nan,
+                nominal.chi2 or math.nan,
+            )
+            runtime_ms = estimate.runtime_ms + nominal.runtime_ms
+            return nominal.model_copy(update={"runtime_ms": runtime_ms})
+        self.mapping.pseudo_injections = forecast  # not the forecast's fault: keep it
+        return estimate
+
+    def _estimate(self, window: Window, truth: TrueState | None) -> StateEstimate:
         started = time.perf_counter()
         base = {
             "area": window.area,

@@ -167,10 +167,26 @@ class MeasurementMap:
                 load = p_mw if kind is Kind.P_INJ else q_mvar
                 floor = self.sigmas.pseudo_floor_mw / base
                 value = -load / base
-                sigma = max(sigma_mw / base, floor)
+                # a forecast never outweighs the PMUs: its band may be narrow (a regular load,
+                # or a model trained on another grid), the load of one bus is not that certain
+                sigma = max(sigma_mw / base, self.sigmas.forecast_rel * abs(value), floor)
                 label = label.replace(":pseudo_", ":forecast_")
             updated.append((kind, bus, value, sigma, label))
         self._pseudo = updated
+
+    @property
+    def pseudo_injections(self) -> list[tuple[Kind, int, float, float, str]]:
+        """The pseudo and zero injections in use (kind, bus, value pu, sigma pu, label)."""
+        return self._pseudo
+
+    @pseudo_injections.setter
+    def pseudo_injections(self, rows: list[tuple[Kind, int, float, float, str]]) -> None:
+        self._pseudo = rows
+
+    @property
+    def uses_forecast(self) -> bool:
+        """True while pseudo injections come from a forecast."""
+        return self._pseudo is not self._nominal_pseudo
 
     def build(self, window: Window) -> MeasurementSet:
         """Average phases per channel, convert to per unit, add pseudo and zero injections."""

@@ -51,6 +51,7 @@ class ForecastAgent:
         self._q_ratio: np.ndarray | None = None
         self.model = model  # a trained one, until retraining replaces it (`update.retrained`)
         self.current: Forecast | None = None
+        self._rejected: Forecast | None = None  # its pseudo-measurements contradicted the PMUs
         self._next_refresh: datetime | None = None
         self._next_retrain: datetime | None = None
 
@@ -159,7 +160,7 @@ class ForecastAgent:
         """Pseudo injections for the current slot: median, q from the recent q/p ratio, sigma
         from the 10-90 % spread."""
         forecast = self.current
-        if forecast is None or not self.spec.pseudo_measurements:
+        if forecast is None or forecast is self._rejected or not self.spec.pseudo_measurements:
             return None
         start = int(forecast.times[0].timestamp() // self.spec.step_s)
         k = slot - start
@@ -176,6 +177,11 @@ class ForecastAgent:
             sigma = max((levels[hi][k] - levels[lo][k]) / Z80, 1e-4)
             out[bus] = (p, p * ratio, sigma)
         return out
+
+    def reject_current(self) -> None:
+        """The estimator set this forecast's pseudo-measurements aside (they contradict the
+        measurements): give none from it; the next forecast is tried again."""
+        self._rejected = self.current
 
     def _maybe_retrain(self, now: datetime) -> bool:
         if self._next_retrain is not None and now < self._next_retrain:

@@ -134,3 +134,54 @@ def test_estimation_agrees_with_pandapower_reference(spec: AgentSpec, grid: Grid
     # pandapower ignores the PMU angles, so it leans on magnitudes and pseudo injections
     assert np.max(np.abs(np.abs(ours.v[named]) - np.abs(theirs[named]))) < 5e-3
     assert np.max(np.abs(np.abs(ours.v[named]) - np.abs(instant.v[named]))) < 2e-5
+
+
+def _forecast_at_nominal(grid: GridModel, scale: float, sigma_mw: float) -> dict[str, tuple]:
+    """A forecast of every loaded bus: `scale` times its nominal load, with a given sigma."""
+    p, q = grid.nominal_injection_pu()
+    base = grid.base_mva
+    return {
+        name: (-scale * p[idx] * base, -scale * q[idx] * base, sigma_mw)
+        for name, idx in grid.named_buses
+        if p[idx] != 0.0
+    }
+
+
+def test_a_forecast_that_contradicts_the_pmus_is_set_aside(
+    spec: AgentSpec, grid: GridModel
+) -> None:
+    fleet = PmuFleet(spec, grid)
+    estimator = Estimator(spec, grid)
+    # a confident forecast of another grid: three times every load, a narrow band
+    estimator.mapping.set_pseudo_injections(_forecast_at_nominal(grid, 3.0, 0.01))
+    assert estimator.mapping.uses_forecast
+    instant = fleet.step(T0)
+    estimate = estimator.estimate(_window(instant), truth=instant.truth)
+    assert estimator.forecast_rejected
+    assert not estimator.mapping.uses_forecast  # back on the nominal pseudo injections
+    assert estimate.status is EstimateStatus.OK and estimate.bad_data == []
+    assert estimate.max_true_dvm_pu is not None and estimate.max_true_dvm_pu < 0.005
+    # with the forecast kept, the same window loses real PMU measurements as bad data
+    stubborn = Estimator(spec, grid)
+    stubborn.mapping.set_pseudo_injections(_forecast_at_nominal(grid, 3.0, 0.01))
+    forced = stubborn._estimate(_window(instant), instant.truth)
+    assert forced.status is EstimateStatus.BAD_DATA
+    assert any(label.startswith("pmu-") for label in forced.bad_data)
+    # the next window runs on nominal pseudo injections at once
+    following = fleet.step(T0 + timedelta(milliseconds=100))
+    assert estimator.estimate(_window(following)).status is EstimateStatus.OK
+    assert not estimator.forecast_rejected
+
+
+def test_a_forecast_that_agrees_with_the_pmus_is_kept(spec: AgentSpec, grid: GridModel) -> None:
+    fleet = PmuFleet(spec, grid)
+    estimator = Estimator(spec, grid)
+    estimator.mapping.set_pseudo_injections(_forecast_at_nominal(grid, 1.0, 0.05))
+    for k in range(10):
+        instant = fleet.step(T0 + k * timedelta(milliseconds=100))
+        estimate = estimator.estimate(_window(instant), truth=instant.truth)
+        assert estimate.status is EstimateStatus.OK, estimate.reason
+        assert not estimator.forecast_rejected
+    assert estimator.mapping.uses_forecast
+    labels = [row[4] for row in estimator.mapping.pseudo_injections]
+    assert any(label.endswith(":forecast_p") for label in labels)

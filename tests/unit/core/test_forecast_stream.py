@@ -134,3 +134,21 @@ def test_seeding_refuses_a_history_it_cannot_use() -> None:
     agent.observe(_estimate(START + timedelta(days=50), 50, 0))
     with pytest.raises(DsotpError, match="before the first estimate"):
         agent.seed(start, 3600, ["Bus 1"], values)
+
+
+def test_a_rejected_forecast_gives_no_pseudo_measurements_until_the_next_one() -> None:
+    spec = ForecastSpec(step_s=3600, horizon_steps=24, refresh_s=6 * 3600, retrain_s=30 * 86400)
+    buses = [("Bus 1", 1.0), ("Bus 2", 2.0), ("Bus 3", 0.5)]
+    start, values = _history(45, buses)
+    agent = ForecastAgent("t", spec)
+    agent.seed(start, 3600, [b for b, _ in buses], values)
+    first = agent.observe(_estimate(START + timedelta(days=50), 50, 0))
+    assert first.forecast is not None and first.pseudo is not None
+    agent.reject_current()
+    for hour in range(1, 6):  # the same forecast: nothing for the estimator
+        assert (
+            agent.observe(_estimate(START + timedelta(days=50, hours=hour), 50, hour)).pseudo
+            is None
+        )
+    refreshed = agent.observe(_estimate(START + timedelta(days=50, hours=6), 50, 6))
+    assert refreshed.forecast is not None and refreshed.pseudo is not None  # tried again
