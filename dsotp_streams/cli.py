@@ -18,7 +18,6 @@ from typing import Annotated, Any, TypeVar
 import typer
 from rich.console import Console, Group
 from rich.live import Live
-from rich.logging import RichHandler
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
@@ -31,6 +30,7 @@ from dsotp_streams.cli_scaleout import register as register_scaleout
 from dsotp_streams.contracts.agent import AgentSpec, load_agent_spec
 from dsotp_streams.core.grid import GridModel
 from dsotp_streams.errors import DsotpError
+from dsotp_streams.logs import configure_logging
 from dsotp_streams.runtime.embedded import AreaPipeline, Emulator, EmulatorStats, PipelineStats
 from dsotp_streams.runtime.outputs import Outputs
 from dsotp_streams.settings import (
@@ -102,11 +102,7 @@ def _setup(
             "store": stored,
         }
     )
-    logging.basicConfig(
-        level=settings.log_level.upper(),
-        format="%(message)s",
-        handlers=[RichHandler(console=Console(stderr=True), show_path=False)],
-    )
+    configure_logging(settings.log_level, Console(stderr=True))
     spec = load_agent_spec(settings.agent_file)
     return settings, spec
 

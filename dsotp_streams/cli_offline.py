@@ -14,7 +14,6 @@ from typing import IO, Annotated
 
 import typer
 from rich.console import Console
-from rich.logging import RichHandler
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
 from dsotp_streams.adapters.grids import load_grid
@@ -25,6 +24,7 @@ from dsotp_streams.contracts.agent import AgentSpec, load_agent_spec
 from dsotp_streams.contracts.frames import PmuFrame, parse_frame
 from dsotp_streams.contracts.messages import DeadLetter
 from dsotp_streams.errors import FrameError
+from dsotp_streams.logs import configure_logging
 from dsotp_streams.runtime.offline import OfflineEstimator
 from dsotp_streams.runtime.replay import publish_frames
 from dsotp_streams.runtime.replay import record as record_bus
@@ -131,11 +131,7 @@ def convert_villas(
 ) -> None:
     """Turn VILLASnode JSON records (a columns file names the values) into SOGNO frames."""
     _spec_logging = Settings()
-    logging.basicConfig(
-        level=_spec_logging.log_level.upper(),
-        format="%(message)s",
-        handlers=[RichHandler(console=console, show_path=False)],
-    )
+    configure_logging(_spec_logging.log_level, console)
     names = read_columns(columns)
     rejects = _Rejects(dead_letter, input_path.name)
     lines = input_path.read_text(encoding="utf-8").splitlines()
@@ -223,11 +219,7 @@ def _settings(mqtt_url: str | None) -> Settings:
 
 
 def _spec(settings: Settings, agent: Path | None) -> tuple[AgentSpec, Path]:
-    logging.basicConfig(
-        level=settings.log_level.upper(),
-        format="%(message)s",
-        handlers=[RichHandler(console=console, show_path=False)],
-    )
+    configure_logging(settings.log_level, console)
     path = agent or settings.agent_file
     return load_agent_spec(path), path.parent
 

@@ -10,9 +10,9 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
-from rich.logging import RichHandler
 
 from dsotp_streams.adapters.mqtt import endpoint_from_settings
+from dsotp_streams.logs import configure_logging
 from dsotp_streams.settings import Settings
 
 __all__ = ["register"]
@@ -31,11 +31,7 @@ def _settings(kafka_url: str | None, **update: object) -> Settings:
     if kafka_url is not None:
         changes["kafka"] = base.kafka.model_copy(update={"url": kafka_url})
     settings = base.model_copy(update=changes)
-    logging.basicConfig(
-        level=settings.log_level.upper(),
-        format="%(message)s",
-        handlers=[RichHandler(console=console, show_path=False)],
-    )
+    configure_logging(settings.log_level, console)
     return settings
 
 

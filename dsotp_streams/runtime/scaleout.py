@@ -375,10 +375,13 @@ class KafkaWorker:
 
     def snapshot(self) -> dict[str, Any]:
         """Counters of this worker, for logs and the status report."""
+        processors = [a.processor for a in self._areas.values()]
         return {
             "areas": sorted(self._areas),
             "replayed_windows": self.replayed_windows,
             **asdict(self.stats),
+            "forecast_history_steps": sum(p.history_steps for p in processors),
+            "forecasts_rejected": sum(p.forecasts_rejected for p in processors),
         }
 
 

@@ -4,16 +4,19 @@
 from __future__ import annotations
 
 import asyncio
+import io
 import logging
 import re
 import subprocess
 
 import pytest
 from pydantic import SecretStr
+from rich.console import Console
 
 from dsotp_streams.adapters.mqtt import EmbeddedBroker
 from dsotp_streams.contracts.agent import AgentSpec
 from dsotp_streams.core.grid import GridModel
+from dsotp_streams.logs import configure_logging
 from dsotp_streams.runtime.embedded import AreaPipeline, Emulator
 from dsotp_streams.settings import ApiSettings, KafkaSettings, MqttSettings, Settings
 from tests.conftest import REPO
@@ -62,11 +65,18 @@ def test_a_run_with_credentials_logs_no_secret(
             await running
             return pipeline.stats.estimates_ok
 
-    with caplog.at_level(logging.DEBUG):
-        estimated = asyncio.run(go())
+    library = logging.getLogger("mqtt")
+    previous = library.level
+    configure_logging("DEBUG", Console(file=io.StringIO()))  # as `DSOTP_LOG_LEVEL=DEBUG` does
+    try:
+        with caplog.at_level(logging.DEBUG):
+            estimated = asyncio.run(go())
+    finally:
+        library.setLevel(previous)
     assert estimated > 5  # the run did connect with the credentials and work
-    # the MQTT client library's log and ours were captured, besides the settings logged above
+    # the MQTT client library's packet log and ours were captured, besides the settings
     assert {"mqtt", "dsotp_streams.adapters.mqtt"} <= {r.name for r in caplog.records}
+    assert any(r.getMessage().startswith("Sending CONNECT") for r in caplog.records)
     text = "\n".join(
         f"{r.name} {r.getMessage()} {r.exc_text or ''} {r.args!r}" for r in caplog.records
     )
