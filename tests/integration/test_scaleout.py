@@ -27,6 +27,7 @@ from typing import Any
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
+from dsotp_streams.adapters.forecasters import save_forecaster
 from dsotp_streams.adapters.grids import load_grid
 from dsotp_streams.adapters.kafka import KafkaTopics, LocalKafka, client_options
 from dsotp_streams.adapters.mqtt import MqttEndpoint, connect
@@ -37,8 +38,9 @@ from dsotp_streams.runtime.bridge import Bridge
 from dsotp_streams.runtime.embedded import Emulator
 from dsotp_streams.settings import BridgeSettings, KafkaSettings, MqttSettings, Settings
 from tests.conftest import REPO
-from tests.integration.databases import S3Server, free_port
+from tests.integration.databases import InfluxServer, S3Server, free_port
 from tests.integration.emulated import Produced
+from tests.integration.history import state_rows, trained_model
 from tests.integration.netfault import TcpRelay
 
 pytestmark = [pytest.mark.broker, pytest.mark.slow]
@@ -83,6 +85,11 @@ def start_worker(
         "DSOTP_AGENTS_DIR": str(settings.agents_dir),
         "DSOTP_LOG_LEVEL": "INFO",
     }
+    if settings.influx.url:
+        env |= {
+            "DSOTP_INFLUX__URL": settings.influx.url,
+            "DSOTP_INFLUX__DATABASE": settings.influx.database,
+        }
     with log.open("wb") as out:
         proc = subprocess.Popen(
             [sys.executable, "-m", "dsotp_streams", "worker"],
@@ -92,6 +99,16 @@ def start_worker(
             start_new_session=True,
         )
     return proc, log
+
+
+def wait_until_ready(log: Path, *, timeout_s: float) -> None:
+    """Wait until a worker has joined its group (faust logs "Ready"), then 3 s for the group's
+    last rebalance to settle."""
+    deadline = time.monotonic() + timeout_s
+    while "Ready" not in log.read_text(encoding="utf-8", errors="replace"):
+        assert time.monotonic() < deadline, "the worker did not join its group"
+        time.sleep(0.2)
+    time.sleep(3.0)
 
 
 def served_areas(log: Path) -> set[str]:
@@ -265,11 +282,7 @@ def test_a_worker_behind_skips_windows_older_than_its_limit_and_says_why(
     )
     worker, log = start_worker(settings, "worker-behind", tmp_path)
     try:
-        deadline = time.monotonic() + 60
-        while "Ready" not in log.read_text(encoding="utf-8", errors="replace"):
-            assert time.monotonic() < deadline, "the worker did not join its group"
-            time.sleep(0.2)
-        time.sleep(3.0)  # the group's last rebalance settles
+        wait_until_ready(log, timeout_s=60)
         states, boundary = asyncio.run(_backlog_then_live(settings))
         counted = f"'windows_skipped': {INSTANTS},"
         deadline = time.monotonic() + 10  # the worker logs its counters every 2 s
@@ -286,6 +299,92 @@ def test_a_worker_behind_skips_windows_older_than_its_limit_and_says_why(
     statuses = Counter(s["status"] for s in fresh)
     assert statuses["skipped"] == 0 and statuses["ok"] >= INSTANTS - 1, statuses
     assert counted in log.read_text(encoding="utf-8")
+
+
+def test_a_worker_resumes_forecasts_from_the_history_in_influxdb(
+    kafka: str, tmp_path: Path
+) -> None:
+    """A worker whose InfluxDB holds nine days of an area's estimates and whose models folder
+    holds the area's forecaster forecasts at once when the area's frames come, and writes its
+    estimates and the forecast to InfluxDB."""
+    influx = InfluxServer(tmp_path / "influx")
+    influx.start()
+    try:
+        agents = write_specs(tmp_path / "agents")
+        spec = load_agent_spec(agents / "area-1.yaml")
+        buses = [name for name, _idx in load_grid(spec.grid).named_buses]
+        start = datetime.now(tz=UTC) - timedelta(days=9)
+        influx_settings = influx.fill(state_rows("area-1", buses, start, 9 * 86400, 600))
+        save_forecaster(trained_model(len(buses)), tmp_path / "models" / "forecast-area-1.json")
+        settings = Settings(
+            kafka=KafkaSettings(url=kafka, topic_prefix="resume", group="resume-g"),
+            influx=influx_settings,
+            agents_dir=agents,
+        )
+        worker, log = start_worker(settings, "worker-resume", tmp_path)
+        try:
+            wait_until_ready(log, timeout_s=60)
+            forecast, states = asyncio.run(_live_until_a_forecast(settings))
+            deadline = time.monotonic() + 10  # the sink writes in batches
+            while influx.count("forecast", "value") == 0 and time.monotonic() < deadline:
+                time.sleep(0.5)
+            logged = log.read_text(encoding="utf-8", errors="replace")
+        finally:
+            os.killpg(worker.pid, signal.SIGTERM)
+            worker.wait(timeout=30)
+        assert forecast is not None, logged[-3000:]
+        assert forecast["area"] == "area-1" and set(forecast["quantiles"]) == set(buses)
+        assert len(forecast["times"]) == 96
+        assert states <= 100  # at once: within the first ten seconds of frames
+        assert "forecast history of area-1: 864 steps" in logged or (
+            "forecast history of area-1: 865 steps" in logged
+        ), logged[-3000:]
+        assert influx.count("forecast", "value") == 3 * 96 * len(buses)
+        assert influx.count("se_quality", "chi2") > 0  # the estimates went there too
+    finally:
+        influx.stop()
+
+
+async def _live_until_a_forecast(settings: Settings) -> tuple[dict[str, object] | None, int]:
+    """Live instants of area-1 into the frames topic until a forecast of it comes out: the
+    forecast, and how many estimates came before it."""
+    topics = KafkaTopics(settings.kafka.topic_prefix)
+    spec = load_agent_spec(settings.agents_dir / "area-1.yaml")
+    fleet = PmuFleet(spec, await asyncio.to_thread(load_grid, spec.grid))
+    consumer = AIOKafkaConsumer(
+        topics.forecast,
+        topics.state,
+        **client_options(settings.kafka),
+        auto_offset_reset="earliest",
+    )
+    producer = AIOKafkaProducer(**client_options(settings.kafka), acks="all")
+    await consumer.start()
+    await producer.start()
+    states = 0
+    try:
+        async with asyncio.timeout(60):
+            for k in itertools.count():
+                now = datetime.now(tz=UTC)
+                frames = [
+                    BridgedFrame(
+                        topic=f"dsotp/area-1/pmu/{f.device}",
+                        payload=f.model_dump_json(),
+                        received_at=now,
+                    )
+                    for f in fleet.step(now).frames
+                ]
+                batch = FrameBatch(area="area-1", frames=frames)
+                await producer.send(topics.frames, batch.model_dump_json().encode(), key=b"area-1")
+                for records in (await consumer.getmany(timeout_ms=100)).values():
+                    for record in records:
+                        if record.topic == topics.forecast:
+                            return json.loads(record.value), states
+                        states += 1
+                assert k < 600, f"no forecast after {k} instants ({states} estimates)"
+        return None, states
+    finally:
+        await producer.stop()
+        await consumer.stop()
 
 
 INSTANTS = 20
@@ -421,11 +520,7 @@ def _stream_through(
     frame the PMUs produced is on Kafka and every instant estimated and published once."""
     worker, log = start_worker(settings, "worker", tmp_path)
     try:
-        deadline = time.monotonic() + 90
-        while "Ready" not in log.read_text(encoding="utf-8", errors="replace"):
-            assert time.monotonic() < deadline, "the worker did not join its group"
-            time.sleep(0.2)
-        time.sleep(3.0)
+        wait_until_ready(log, timeout_s=90)
         produced, on_kafka, states, bridge = asyncio.run(
             _through_an_outage(settings, mosquitto, outage)
         )
