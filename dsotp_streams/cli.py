@@ -287,6 +287,8 @@ def _counters(p: PipelineStats) -> dict[str, Any]:
         "failed": p.estimates_failed,
         "lag ms": round(p.lag_ms, 1),
         "estimate ms": round(p.estimate_ms, 2),
+        "forecasts": p.forecasts,
+        "set aside": p.forecasts_rejected,
         "FLISR cases": p.flisr_events,
     }
 

@@ -149,6 +149,11 @@ def test_live_page_shows_the_forecast_of_a_restarted_pipeline(tmp_path: Path) ->
     with _demo_page(args, height=1300) as demo:
         page = demo.page
         page.wait_for_function("window.dsotpLive && window.dsotpLive.forecast", timeout=40_000)
+        # the stored loads are another grid's: the estimator sets the forecast aside, and says so
+        page.wait_for_function(
+            "/set aside [1-9]/.test(document.getElementById('counters').textContent)",
+            timeout=20_000,
+        )
         page.select_option("#bus", label="Bus 5")
         time.sleep(1.0)
         forecast = page.evaluate("window.dsotpLive.forecast")
