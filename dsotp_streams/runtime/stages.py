@@ -203,13 +203,14 @@ class WindowProcessor:
                     log.warning("forecast model unusable, training anew: %s", exc)
             self.forecaster = ForecastAgent(spec.area, spec.forecast, model)
 
-    def _forecaster_ready(self) -> bool:
-        """False while the stored history is being read (started by the first window)."""
+    def _forecaster_ready(self, first: datetime) -> bool:
+        """False while the stored history is being read (started by the first window, whose
+        time is `first`: the wall clock, or a replay's time)."""
         if self.history is None or not self.spec.forecast.warm_start:
             return True
         if self._warm is None:
             self._warm = asyncio.create_task(
-                asyncio.to_thread(self.warm_start, _utcnow()), name=f"history-{self.spec.area}"
+                asyncio.to_thread(self.warm_start, first), name=f"history-{self.spec.area}"
             )
         if not self._warm.done():
             return False
@@ -225,7 +226,8 @@ class WindowProcessor:
 
     def warm_start(self, now: datetime) -> int:
         """Seed the forecaster with the loads the history holds for the last `history_days`
-        before `now`; returns the steps taken (0 when there are none or the store fails)."""
+        before `now` (not after it: a replay of older data may follow newer estimates in the
+        store); returns the steps taken (0 when there are none or the store fails)."""
         forecast = self.spec.forecast
         if self.history is None or self.forecaster is None:
             return 0
@@ -234,6 +236,8 @@ class WindowProcessor:
             rows = self.history.bus_loads(
                 self.spec.area, since_ns=int(since.timestamp() * 1e9), step_s=forecast.step_s
             )
+            current = int(now.timestamp() // forecast.step_s)
+            rows = [r for r in rows if int(r["slot"]) < current]
             if not rows:
                 log.info("forecast history of %s: none stored", self.spec.area)
                 return 0
@@ -275,7 +279,7 @@ class WindowProcessor:
         if self.estimator.forecast_rejected and self.forecaster is not None:
             self.forecaster.reject_current()
             self.forecasts_rejected += 1
-        if self.forecaster is not None and self._forecaster_ready():
+        if self.forecaster is not None and self._forecaster_ready(window.window_start):
             update = await asyncio.to_thread(self.forecaster.observe, estimate)
             if update.retrained and self.forecaster.model is not None:
                 try:

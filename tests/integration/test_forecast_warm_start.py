@@ -131,3 +131,36 @@ def test_a_store_that_fails_leaves_forecasting_as_without_one(
     assert asyncio.run(_first_forecast(processor, PmuFleet(spec, grid), 20)) is None
     assert processor.history_steps == 0
     assert processor.forecaster is not None and processor.forecaster.buses  # fed all the same
+
+
+def test_a_replay_of_older_data_takes_no_history_from_after_it(
+    spec: AgentSpec, grid: GridModel, tmp_path: Path
+) -> None:
+    """Event time: a replay of last year's stream on a store of this week's estimates reads
+    no history from after its own time, and estimates every window."""
+    buses = [name for name, _idx in grid.named_buses]
+    now = datetime.now(tz=UTC)
+    rows = state_rows(spec.area, buses, now - timedelta(days=9), 9 * 86400, 600)
+    for history in duck_backend(rows, tmp_path):
+        processor = WindowProcessor(spec, grid, tmp_path / "agents", history)
+        start = now - timedelta(days=365)
+        results = asyncio.run(_windows(processor, PmuFleet(spec, grid), start, 30))
+        assert all(r.estimate.status is EstimateStatus.OK for r in results)
+        assert processor.history_steps == 0 and all(r.forecast is None for r in results)
+        assert processor.forecaster is not None and processor.forecaster.buses == buses
+
+
+async def _windows(
+    processor: WindowProcessor, fleet: PmuFleet, start: datetime, count: int
+) -> list[Processed]:
+    """Process `count` emulated windows from `start`, 100 ms apart."""
+    out = []
+    for k in range(count):
+        ts = start + k * timedelta(milliseconds=100)
+        frames = {f.device: f for f in fleet.step(ts).frames}
+        window = Window(
+            area=processor.spec.area, window_start=ts, period_s=0.1, frames=frames, closed_at=ts
+        )
+        out.append(await processor.process(window))
+        await asyncio.sleep(0.01)
+    return out

@@ -65,6 +65,11 @@ class ForecastAgent:
         p = np.array([b.p_mw for b in estimate.buses])
         q = np.array([b.q_mvar for b in estimate.buses])
         slot = int(estimate.window_start.timestamp() // self.spec.step_s)
+        if self.history and slot < max(self.history):
+            # time went back (a replay of older data after newer ones): another time line
+            log.warning("forecast history of %s is newer than its estimates: dropped", self.area)
+            self.history.clear()
+            self.current, self._slot, self._sum, self._count = None, None, None, 0
         if self._slot is not None and slot != self._slot and self._sum is not None:
             self.history[self._slot] = self._sum / self._count
             for old in [s for s in self.history if s <= slot - self.capacity]:
@@ -123,6 +128,8 @@ class ForecastAgent:
         if not self.history:
             return None
         first = min(self.history)
+        if last_slot <= first:
+            return None
         out = np.empty((last_slot - first, len(self.buses)))
         previous = self.history[first]
         for k, slot in enumerate(range(first, last_slot)):

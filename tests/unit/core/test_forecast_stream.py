@@ -152,3 +152,19 @@ def test_a_rejected_forecast_gives_no_pseudo_measurements_until_the_next_one() -
         )
     refreshed = agent.observe(_estimate(START + timedelta(days=50, hours=6), 50, 6))
     assert refreshed.forecast is not None and refreshed.pseudo is not None  # tried again
+
+
+def test_estimates_older_than_the_history_start_a_new_one() -> None:
+    """A replay of older data after a history of newer loads: no crash, no forecast from the
+    other time line; the agent starts its history anew."""
+    spec = ForecastSpec(step_s=3600, horizon_steps=24, refresh_s=6 * 3600, retrain_s=30 * 86400)
+    buses = [("Bus 1", 1.0), ("Bus 2", 2.0), ("Bus 3", 0.5)]
+    start, values = _history(45, buses)
+    model = QuantileForecaster(steps_per_day=24, horizon=24).fit(values, start=start, step_s=3600)
+    agent = ForecastAgent("t", spec, model)
+    agent.seed(start, 3600, [b for b, _ in buses], values)  # ends at day 50
+    update = agent.observe(_estimate(START + timedelta(days=10), 10, 0))
+    assert update.forecast is None and update.pseudo is None and not update.retrained
+    assert agent.history == {}
+    agent.observe(_estimate(START + timedelta(days=10, hours=1), 10, 1))
+    assert len(agent.history) == 1  # the new time line's first hour
