@@ -12,6 +12,7 @@ import sys
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
@@ -29,6 +30,7 @@ from dsotp_streams.cli_offline import register as register_offline
 from dsotp_streams.cli_scaleout import register as register_scaleout
 from dsotp_streams.contracts.agent import AgentSpec, load_agent_spec
 from dsotp_streams.core.grid import GridModel
+from dsotp_streams.emulator.history import backfill_rows
 from dsotp_streams.errors import DsotpError
 from dsotp_streams.logs import configure_logging
 from dsotp_streams.runtime.embedded import AreaPipeline, Emulator, EmulatorStats, PipelineStats
@@ -169,8 +171,10 @@ async def run_demo(
     live: bool = True,
     faults: list[tuple[str, float]] | None = None,
     recorder: RecordingWriter | None = None,
+    history_days: int = 0,
 ) -> DemoSummary:
-    """Broker (embedded unless a URL is set), emulator and pipeline until duration or Ctrl-C."""
+    """Broker (embedded unless a URL is set), emulator and pipeline until duration or Ctrl-C;
+    with `history_days`, the store is first given that many days of the emulated loads."""
     stop_emulator = asyncio.Event()
     stop_pipeline = asyncio.Event()
     _stop_on_signals(stop_emulator)
@@ -202,6 +206,18 @@ async def run_demo(
         )
         for line, at_s in faults or []:
             emulator.fleet.schedule_fault(line, at_s=at_s)
+        if history_days:
+            if outputs.store is None:
+                raise DsotpError("--history-days fills the embedded store: run without InfluxDB")
+            rows = await asyncio.to_thread(
+                backfill_rows,
+                emulator.fleet,
+                datetime.now(tz=UTC),
+                days=history_days,
+                step_s=spec.forecast.step_s,
+            )
+            await asyncio.to_thread(outputs.store.append, rows)
+            log.warning("history: %d days of the emulated loads stored", history_days)
         pipeline_task = asyncio.create_task(pipeline.run(stop_pipeline))
         await asyncio.wait_for(pipeline.ready.wait(), timeout=30)
         emulator_task = asyncio.create_task(emulator.run(stop_emulator))
@@ -324,18 +340,39 @@ def demo(
     record: Annotated[
         Path | None, typer.Option("--record", help="record every frame to this file")
     ] = None,
+    history_days: Annotated[
+        int,
+        typer.Option(
+            "--history-days",
+            min=0,
+            max=365,
+            help="first store DAYS of the emulated loads (as if the platform had run), with "
+            "the profiles in real time: forecasts and their pseudo-measurements from the start "
+            "(43 or more: the forecaster trains on them at once)",
+        ),
+    ] = 0,
 ) -> None:
     """Embedded broker + emulated PMU fleet + alignment + estimation + store + live page."""
     settings, spec = _setup(
         agent, mqtt_url, mqtt_port, live_port=live_port, no_live=no_live, store=store
     )
     spec = _with_rate(spec, rate)
+    if history_days:  # the loads of the wall clock's time of year, a profile step per 15 min
+        emulator = spec.emulator.model_copy(
+            update={"profile_clock": "wall", "profile_step_s": spec.forecast.step_s}
+        )
+        spec = spec.model_copy(update={"emulator": emulator})
     faults = [_parse_fault(text) for text in fault or []]
     recorder = RecordingWriter(record) if record is not None else None
     try:
         summary = asyncio.run(
             run_demo(
-                settings=settings, spec=spec, duration_s=duration, faults=faults, recorder=recorder
+                settings=settings,
+                spec=spec,
+                duration_s=duration,
+                faults=faults,
+                recorder=recorder,
+                history_days=history_days,
             )
         )
     finally:

@@ -190,6 +190,12 @@ class EmulatorSpec(_Frozen):
     profile_step_s: float = Field(
         default=900.0, gt=0, description="emulated seconds per profile step (900: real time)"
     )
+    profile_clock: Literal["start", "wall"] = Field(
+        default="start",
+        description="start: the first profile step at the first instant; wall: the step of the "
+        "instant's own time of year and PV by the hour of day (a stored history and forecasts "
+        "then line up with the emulated loads; use with profile_step_s 900)",
+    )
 
 
 class DeviceSpec(_Frozen):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 
 import numpy as np
 
@@ -68,8 +68,48 @@ class PmuFleet:
             [str(t).upper() in ("WP", "WIND") for t in grid.net.sgen[grid.net.sgen.in_service].type]
         )
 
-    def injections(self, t_s: float) -> tuple[np.ndarray, np.ndarray]:
-        """Net injections (per unit) at t_s seconds after start: daily-like swing plus noise."""
+    def _profile_step(self, t_s: float, t_abs: float | None) -> int:
+        """The profile row for an instant (t_s after the first, t_abs since the epoch)."""
+        e = self.spec.emulator
+        assert self._profiles is not None
+        if e.profile_clock == "wall" and t_abs is not None:
+            moment = datetime.fromtimestamp(t_abs, tz=UTC)
+            year = datetime(moment.year, 1, 1, tzinfo=UTC).timestamp()
+            return int((t_abs - year) / e.profile_step_s) % len(self._profiles)
+        return int(t_s / e.profile_step_s) % len(self._profiles)
+
+    def _pv_factor(self, t_s: float, t_abs: float | None) -> float:
+        e = self.spec.emulator
+        if e.profile_clock == "wall" and t_abs is not None:
+            hour = (t_abs % 86400.0) / 3600.0  # the sun by the hour of day (UTC)
+            return max(0.0, math.sin(math.pi * (hour - 6.0) / 12.0))
+        return max(0.0, math.sin(2.0 * math.pi * t_s / e.profile_period_s + 0.5))
+
+    def expected_bus_loads_mw(self, times: list[datetime]) -> tuple[list[str], FloatArray]:
+        """The net load (MW, consumption positive) of every named bus at each time, without
+        the emulator's noise: what a platform that estimated this grid then would have stored
+        (wind at its mean). Meaningful with `profile_clock: wall`."""
+        g = self.grid
+        names = [name for name, _idx in g.named_buses]
+        index = np.array([idx for _name, idx in g.named_buses])
+        out = np.empty((len(times), len(names)))
+        for k, when in enumerate(times):
+            t_abs = when.timestamp()
+            load_factor: FloatArray | float = 1.0
+            if self._profiles is not None:
+                load_factor = self._profiles[self._profile_step(0.0, t_abs)]
+            gen_factor = np.where(
+                g.sgen_fixed, 1.0, np.where(self._is_wind, 0.6, self._pv_factor(0.0, t_abs))
+            )
+            p = np.zeros(g.n_bus)
+            np.add.at(p, g.load_bus, g.load_p_pu * load_factor)
+            np.add.at(p, g.sgen_bus, -g.sgen_p_pu * gen_factor)
+            out[k] = p[index] * g.base_mva
+        return names, out
+
+    def injections(self, t_s: float, t_abs: float | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """Net injections (per unit) at t_s seconds after start (t_abs: since the epoch):
+        daily-like swing plus noise."""
         e = self.spec.emulator
         dt = max(0.0, t_s - self._last_t)
         self._last_t = t_s
@@ -82,11 +122,11 @@ class PmuFleet:
         self._wind_ou = self._wind_ou * decay + spread * float(self.rng.standard_normal())
         phase = 2.0 * math.pi * t_s / e.profile_period_s
         if self._profiles is not None:
-            step = int(t_s / e.profile_step_s) % len(self._profiles)
+            step = self._profile_step(t_s, t_abs)
             load_factor = self._profiles[step] * (1.0 + 0.02 * self._load_ou)
         else:
             load_factor = 1.0 + e.load_variation * (0.7 * math.sin(phase) + 0.3 * self._load_ou)
-        pv_factor = max(0.0, math.sin(phase + 0.5))
+        pv_factor = self._pv_factor(t_s, t_abs)
         wind_factor = min(1.0, max(0.0, 0.6 + 0.3 * self._wind_ou))
         gen_factor = np.where(
             self.grid.sgen_fixed, 1.0, np.where(self._is_wind, wind_factor, pv_factor)
@@ -128,7 +168,7 @@ class PmuFleet:
         t = ts.timestamp()
         if self._t0 is None:
             self._t0 = t
-        p, q = self.injections(t - self._t0)
+        p, q = self.injections(t - self._t0, t)
         v = run_power_flow(self.grid, p_pu=p, q_pu=q, v0=self._v)
         self._v = v
         for start, end, bus, _line in self._faults:

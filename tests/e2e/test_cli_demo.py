@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import shutil
 import socket
 import subprocess
 import sys
@@ -112,3 +113,30 @@ def test_cli_demo_restarted_on_its_store_forecasts_at_once(tmp_path: Path) -> No
         store.close()
     assert rows[0]["nodes"] == len(buses)
     assert rows[0]["issued"] >= started.timestamp() * 1e9
+
+
+def test_cli_demo_with_history_forecasts_from_the_start(tmp_path: Path) -> None:
+    """`--history-days 45`: the store is given 45 days of the emulated loads and the profiles
+    run in real time, so the forecaster trains at the first window and forecasts; its
+    pseudo-measurements agree with the PMUs (none set aside) and every window is estimated."""
+    agents = tmp_path / "agents"
+    agents.mkdir()
+    shutil.copy(REPO / "agents" / "cigre-mv.yaml", agents / "cigre-mv.yaml")  # models/ beside it
+    store = tmp_path / "demo.duckdb"
+    args = ("--agent", str(agents / "cigre-mv.yaml"), "--history-days", "45")
+    proc = _demo(_free_port(), store, 15, *args)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    issued = re.search(r"forecasts issued \(set aside\)\s*│\s*(\d+) \((\d+)\)", proc.stdout)
+    steps = re.search(r"forecast history read at start\s*│\s*(\d+) steps", proc.stdout)
+    assert issued and steps, proc.stdout[-2000:]
+    assert int(issued.group(1)) >= 1 and int(issued.group(2)) == 0
+    assert int(steps.group(1)) == 45 * 96
+    summary = re.search(r"(\d+) estimates\s+published\s+\((\d+) ok\)", proc.stdout)
+    assert summary and int(summary.group(2)) >= 0.95 * int(summary.group(1)), proc.stdout[-2000:]
+    assert (tmp_path / "models" / "forecast-cigre-mv.json").stat().st_size > 100_000  # trained
+    db = DuckStore(store, read_only=True)
+    try:
+        (row,) = db.query("SELECT count(DISTINCT node) AS nodes FROM forecast")
+    finally:
+        db.close()
+    assert row["nodes"] == 15

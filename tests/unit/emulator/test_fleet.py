@@ -9,6 +9,7 @@ from dsotp_streams.contracts.agent import AgentSpec
 from dsotp_streams.contracts.frames import Measurand, parse_frame
 from dsotp_streams.core.grid import GridModel
 from dsotp_streams.emulator import PmuFleet
+from dsotp_streams.emulator.history import backfill_rows
 
 T0 = datetime(2026, 3, 1, 9, 0, tzinfo=UTC)
 
@@ -46,3 +47,49 @@ def test_fleet_loads_vary_over_time(spec: AgentSpec, grid: GridModel) -> None:
     first = fleet.step(T0).truth.vm_pu["Bus 11"]
     later = fleet.step(T0 + timedelta(seconds=75)).truth.vm_pu["Bus 11"]
     assert abs(first - later) > 1e-3
+
+
+def _wall_clock(spec: AgentSpec) -> AgentSpec:
+    emulator = spec.emulator.model_copy(update={"profile_clock": "wall", "profile_step_s": 900.0})
+    return spec.model_copy(update={"emulator": emulator})
+
+
+def test_wall_clock_profiles_follow_the_time_of_year_and_day(
+    spec: AgentSpec, grid: GridModel
+) -> None:
+    """With `profile_clock: wall` the loads are the profile step of the instant's own time of
+    year (a daily profile shape, PV only by day); the expected loads match the fleet's."""
+    rng = np.random.default_rng(1)
+    profiles = 1.0 + 0.5 * np.cos(2 * np.pi * np.arange(96 * 366) / 96)[:, None] * np.ones((1, 3))
+    profiles += 0.01 * rng.standard_normal(profiles.shape)
+    fleet = PmuFleet(_wall_clock(spec), grid, profiles)
+    night = datetime(2026, 3, 2, 0, 7, 30, tzinfo=UTC)
+    noon = night + timedelta(hours=12)
+    names, loads = fleet.expected_bus_loads_mw([night, noon, night + timedelta(days=1)])
+    assert len(names) == 15 and loads.shape == (3, 15)
+    np.testing.assert_allclose(loads[0], loads[2], rtol=0.1)  # the same time of day, next day
+    assert not np.allclose(loads[0], loads[1], rtol=0.1)  # night and noon differ
+    night_only = PmuFleet(_wall_clock(spec), grid, profiles)
+    # the emulated instant: net injections close to the expected loads (2 % noise on loads)
+    p, _q = night_only.injections(0.0, noon.timestamp())
+    emulated = -p[[idx for _n, idx in grid.named_buses]] * grid.base_mva
+    np.testing.assert_allclose(emulated, loads[1], rtol=0.1, atol=0.05)
+    # PV by day only: at midnight UTC it gives nothing, so the net load there is the load alone
+    pv = PmuFleet(_wall_clock(spec), grid, np.ones((96 * 366, 1)))
+    _names, flat = pv.expected_bus_loads_mw([night, noon])
+    assert np.all(flat[1] <= flat[0] + 1e-9) and np.any(flat[1] < flat[0] - 1e-3)
+
+
+def test_backfill_rows_hold_one_load_per_bus_and_step_before_now(
+    spec: AgentSpec, grid: GridModel
+) -> None:
+    fleet = PmuFleet(_wall_clock(spec), grid, np.ones((96 * 366, 1)))
+    now = datetime(2026, 3, 2, 10, 20, tzinfo=UTC)
+    rows = backfill_rows(fleet, now, days=2)
+    assert len(rows) == 2 * 96 * 15
+    assert {r.measurement for r in rows} == {"state"} and {r.tags["area"] for r in rows} == {
+        spec.area
+    }
+    times = sorted({r.ts_ns for r in rows})
+    assert times[-1] < now.timestamp() * 1e9 - 300e9  # the current step is left to live data
+    assert times[-1] - times[0] == (2 * 96 - 1) * 900e9
