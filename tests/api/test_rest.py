@@ -54,12 +54,8 @@ def duck_results(rows: list[Row], folder: Path) -> Iterator[ResultStore]:
 
 
 def influx_results(rows: list[Row], folder: Path) -> Iterator[ResultStore]:
-    server = InfluxServer(folder / "influx")
-    server.start()
-    try:
+    with InfluxServer(folder / "influx") as server:
         yield InfluxResults(server.fill(rows))
-    finally:
-        server.stop()
 
 
 @pytest.fixture(

@@ -17,7 +17,7 @@ import time
 import urllib.parse
 import urllib.request
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 from dsotp_streams.adapters.influx import InfluxV1Writer
 from dsotp_streams.contracts.storage import Row
@@ -94,6 +94,13 @@ class _Server:
                 self.proc.wait(timeout=self.stop_timeout_s)
             except subprocess.TimeoutExpired:
                 self.kill()
+
+    def __enter__(self) -> Self:
+        self.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
 
 
 class TcpServer(_Server):

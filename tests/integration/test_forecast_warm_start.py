@@ -36,12 +36,8 @@ def duck_backend(rows: list[Row], folder: Path) -> Iterator[LoadHistory]:
 
 
 def influx_backend(rows: list[Row], folder: Path) -> Iterator[LoadHistory]:
-    server = InfluxServer(folder / "influx")
-    server.start()
-    try:
+    with InfluxServer(folder / "influx") as server:
         yield InfluxResults(server.fill(rows))
-    finally:
-        server.stop()
 
 
 BACKENDS = [

@@ -307,9 +307,7 @@ def test_a_worker_resumes_forecasts_from_the_history_in_influxdb(
     """A worker whose InfluxDB holds nine days of an area's estimates and whose models folder
     holds the area's forecaster forecasts at once when the area's frames come, and writes its
     estimates and the forecast to InfluxDB."""
-    influx = InfluxServer(tmp_path / "influx")
-    influx.start()
-    try:
+    with InfluxServer(tmp_path / "influx") as influx:
         agents = write_specs(tmp_path / "agents")
         spec = load_agent_spec(agents / "area-1.yaml")
         buses = [name for name, _idx in load_grid(spec.grid).named_buses]
@@ -341,8 +339,6 @@ def test_a_worker_resumes_forecasts_from_the_history_in_influxdb(
         ), logged[-3000:]
         assert influx.count("forecast", "value") == 3 * 96 * len(buses)
         assert influx.count("se_quality", "chi2") > 0  # the estimates went there too
-    finally:
-        influx.stop()
 
 
 async def _live_until_a_forecast(settings: Settings) -> tuple[dict[str, object] | None, int]:
