@@ -99,9 +99,6 @@ class ResultStore(Protocol):
     def quality_summary(self, since_ns: int) -> list[dict[str, Any]]:
         """Per area and status since a time: count, last lag, mean estimation time."""
 
-    def bus_loads(self, area: str, *, since_ns: int, step_s: float) -> list[dict[str, Any]]:
-        """Mean estimated load per bus and step since a time: `{"slot", "bus", "p_mw"}`."""
-
 
 _COLUMNS: dict[str, list[str]] = {
     "state": ["bus", "vm_pu", "va_deg", "p_mw", "q_mvar", "measured_vm_pu"],
@@ -208,10 +205,6 @@ class DuckResults:
             "FROM se_quality WHERE ts_ns >= ? GROUP BY area, status ORDER BY area, status",
             [since_ns],
         )
-
-    def bus_loads(self, area: str, *, since_ns: int, step_s: float) -> list[dict[str, Any]]:
-        """Mean estimated load per bus and step since a time: `{"slot", "bus", "p_mw"}`."""
-        return self.store.bus_loads(area, since_ns=since_ns, step_s=step_s)
 
 
 def _influx_string(value: str) -> str:
