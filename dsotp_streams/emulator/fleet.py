@@ -98,13 +98,8 @@ class PmuFleet:
             load_factor: FloatArray | float = 1.0
             if self._profiles is not None:
                 load_factor = self._profiles[self._profile_step(0.0, t_abs)]
-            gen_factor = np.where(
-                g.sgen_fixed, 1.0, np.where(self._is_wind, 0.6, self._pv_factor(0.0, t_abs))
-            )
-            p = np.zeros(g.n_bus)
-            np.add.at(p, g.load_bus, g.load_p_pu * load_factor)
-            np.add.at(p, g.sgen_bus, -g.sgen_p_pu * gen_factor)
-            out[k] = p[index] * g.base_mva
+            p, _q = self._net_injections(load_factor, 0.6, self._pv_factor(0.0, t_abs))
+            out[k] = -p[index] * g.base_mva
         return names, out
 
     def injections(self, t_s: float, t_abs: float | None = None) -> tuple[np.ndarray, np.ndarray]:
@@ -126,12 +121,15 @@ class PmuFleet:
             load_factor = self._profiles[step] * (1.0 + 0.02 * self._load_ou)
         else:
             load_factor = 1.0 + e.load_variation * (0.7 * math.sin(phase) + 0.3 * self._load_ou)
-        pv_factor = self._pv_factor(t_s, t_abs)
         wind_factor = min(1.0, max(0.0, 0.6 + 0.3 * self._wind_ou))
-        gen_factor = np.where(
-            self.grid.sgen_fixed, 1.0, np.where(self._is_wind, wind_factor, pv_factor)
-        )
+        return self._net_injections(load_factor, wind_factor, self._pv_factor(t_s, t_abs))
+
+    def _net_injections(
+        self, load_factor: FloatArray | float, wind_factor: float, pv_factor: float
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Net P and Q injections per bus (per unit, generation positive) for these factors."""
         g = self.grid
+        gen_factor = np.where(g.sgen_fixed, 1.0, np.where(self._is_wind, wind_factor, pv_factor))
         p = np.zeros(g.n_bus)
         q = np.zeros(g.n_bus)
         np.add.at(p, g.load_bus, -g.load_p_pu * load_factor)
