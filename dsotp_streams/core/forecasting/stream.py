@@ -48,6 +48,7 @@ class ForecastAgent:
         self._sum: np.ndarray | None = None
         self._count = 0
         self._slot: int | None = None
+        self._newest: int | None = None  # the newest slot in the history
         self._q_ratio: np.ndarray | None = None
         self.model = model  # a trained one, until retraining replaces it (`update.retrained`)
         self.current: Forecast | None = None
@@ -65,15 +66,16 @@ class ForecastAgent:
         p = np.array([b.p_mw for b in estimate.buses])
         q = np.array([b.q_mvar for b in estimate.buses])
         slot = int(estimate.window_start.timestamp() // self.spec.step_s)
-        if self.history and slot < max(self.history):
+        if self._newest is not None and slot < self._newest:
             # time went back (a replay of older data after newer ones): another time line
             log.warning("forecast history of %s is newer than its estimates: dropped", self.area)
             self.history.clear()
             self.current, self._slot, self._sum, self._count = None, None, None, 0
+            self._newest = None
         if self._slot is not None and slot != self._slot and self._sum is not None:
             self.history[self._slot] = self._sum / self._count
-            for old in [s for s in self.history if s <= slot - self.capacity]:
-                del self.history[old]
+            self._newest = self._slot
+            self._trim(slot)
             self._sum, self._count = None, 0
         self._slot = slot
         self._sum = p if self._sum is None else self._sum + p
@@ -102,12 +104,16 @@ class ForecastAgent:
         self.history = {
             first + k: row.copy() for k, row in enumerate(values) if np.all(np.isfinite(row))
         }
-        if self.history:
-            newest = max(self.history)
-            for old in [s for s in self.history if s <= newest - self.capacity]:
-                del self.history[old]
+        self._newest = max(self.history) if self.history else None
+        if self._newest is not None:
+            self._trim(self._newest)
         self.buses = list(buses)
         return len(self.history)
+
+    def _trim(self, slot: int) -> None:
+        """Keep the `history_days` of history up to `slot`."""
+        for old in [s for s in self.history if s <= slot - self.capacity]:
+            del self.history[old]
 
     def _reorder(self, names: list[str]) -> None:
         """Follow the estimates' buses: the history's columns by name (a bus the history lacks
