@@ -153,8 +153,7 @@ class MeasurementMap:
     ) -> None:
         """Pseudo P/Q injections from forecasts: bus name -> (p_mw, q_mvar, sigma_mw), consumption
         positive; buses without a forecast keep the nominal pseudo-measurement. None resets."""
-        self._nominal_pseudo = self._pseudo_injections()
-        self._pseudo = self._nominal_pseudo
+        self._pseudo = self._nominal_pseudo  # built once at start-up: grid and sigmas are fixed
         if not forecasts:
             return
         base = self.grid.base_mva
