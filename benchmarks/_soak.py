@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import logging
 import socket
+import time
+from collections.abc import AsyncIterator, Callable
 from datetime import datetime, timedelta
 
 import numpy as np
@@ -48,3 +51,15 @@ def log_run(log: logging.Logger, lags_ms: list[float], memory: list[float], what
             memory[-1] - memory[0],
             max(memory),
         )
+
+
+async def intervals(
+    lags_ms: list[float], interval_s: float, running: Callable[[], bool]
+) -> AsyncIterator[tuple[float, list[float]]]:
+    """Every `interval_s` while `running()`: seconds since the start and the latencies that came
+    in during the interval (a line of the table each)."""
+    seen, t0 = 0, time.monotonic()
+    while running():
+        await asyncio.sleep(interval_s)
+        window, seen = lags_ms[seen:], len(lags_ms)
+        yield time.monotonic() - t0, window

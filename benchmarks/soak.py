@@ -19,11 +19,10 @@ import shutil
 import signal
 import sys
 import tempfile
-import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from _soak import free_port, log_run, missing_windows, percentiles
+from _soak import free_port, intervals, log_run, missing_windows, percentiles
 
 from dsotp_streams.adapters.grids import load_grid
 from dsotp_streams.adapters.mqtt import MqttEndpoint
@@ -117,18 +116,15 @@ async def soak(args: argparse.Namespace, folder: Path) -> None:
         "incomplete",
     )
     memory: list[float] = []
-    seen = 0
-    t0 = time.monotonic()
-    while emulator.returncode is None:
-        await asyncio.sleep(args.interval)
-        window = lags[seen:]
-        seen = len(lags)
+    async for elapsed_s, window in intervals(
+        lags, args.interval, lambda: emulator.returncode is None
+    ):
         memory.append(rss_mib())
         duck_mib = store.memory_bytes() / 2**20 if store is not None else 0.0
         p50, p95, p99 = percentiles(window)
         log.info(
             "%5.0f %9.1f %8.1f %9d %8.1f %8.1f %8.1f %8d %10d",
-            time.monotonic() - t0,
+            elapsed_s,
             memory[-1],
             duck_mib,
             len(window),

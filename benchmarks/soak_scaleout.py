@@ -25,7 +25,7 @@ import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from _soak import free_port, log_run, missing_windows, percentiles
+from _soak import free_port, intervals, log_run, missing_windows, percentiles
 
 from dsotp_streams.adapters.kafka import LocalKafka
 from dsotp_streams.adapters.mqtt import MqttEndpoint, connect
@@ -164,18 +164,14 @@ async def soak(args: argparse.Namespace, folder: Path) -> None:
             "p99_ms",
         )
         memory: list[float] = []
-        seen = 0
-        t0 = time.monotonic()
-        while emulator.poll() is None:
-            await asyncio.sleep(args.interval)
-            window = lags[seen:]
-            seen = len(lags)
+        running = lambda: emulator.poll() is None  # noqa: E731
+        async for elapsed_s, window in intervals(lags, args.interval, running):
             memory.append(rss_mib(worker.pid))
             broker_pid = kafka.pid if kafka is not None else None
             p50, p95, p99 = percentiles(window)
             log.info(
                 "%5.0f %10.1f %10.1f %9.1f %9d %8.1f %8.1f %8.1f",
-                time.monotonic() - t0,
+                elapsed_s,
                 memory[-1],
                 rss_mib(bridge.pid),
                 rss_mib(broker_pid) if broker_pid is not None else float("nan"),
