@@ -82,6 +82,19 @@ class RuntimeSettings(BaseModel):
         default=False,
         description="close windows by the frames' own time (replays) instead of the wall clock",
     )
+    max_window_age_s: float = Field(
+        default=2.0,
+        ge=0,
+        description="a window that started longer ago than this (by the alignment clock) when "
+        "its turn comes is published as skipped, not estimated, so no estimate is later than "
+        "this plus one estimate; 0 estimates every window",
+    )
+    stop_timeout_s: float = Field(
+        default=5.0,
+        gt=0,
+        description="at stop, how long queued windows (pipeline) or unsent frames (emulator) "
+        "are still worked on; queued windows left then are published as skipped",
+    )
 
 
 class InfluxSettings(BaseModel):

@@ -27,6 +27,7 @@ __all__ = [
     "connect",
     "endpoint_from_settings",
     "parse_mqtt_url",
+    "raise_if_cancelled",
     "wait_for_port",
 ]
 
@@ -184,6 +185,34 @@ def _broker_config(host: str, port: int, *, password_file: Path | None) -> dict[
     }
 
 
+def _own_retained_only(broker_class: type[Any]) -> type[Any]:
+    """amqtt's Broker, but a connecting client gets only the retained messages of its own
+    subscriptions.
+
+    amqtt 0.12.1 (`Broker.client_connected`) sends a client that connects the retained messages
+    matching *every* filter any session of the broker holds (its loop over `self._subscriptions`
+    meant the connecting session's own, for a resumed session): with the pipeline subscribed to
+    `<prefix>/<area>/truth`, which the emulator retains, every new subscriber of the demo's
+    broker received the truth, whatever it had asked for. Here a retained message is sent for a
+    filter only when the session holds that filter (a resumed session's filters, or the one it
+    subscribes to now), at the QoS it subscribed with. `tests/unit/adapters/
+    test_amqtt_retained.py` keeps a minimal reproduction on the bare amqtt broker."""
+
+    class OwnRetainedBroker(broker_class):  # type: ignore[misc]
+        async def _publish_retained_messages_for_subscription(
+            self, subscription: tuple[str, int], session: Any
+        ) -> None:
+            topic_filter, qos = subscription
+            held = [q for s, q in self._subscriptions.get(topic_filter, ()) if s is session]
+            if not held:
+                return  # someone else's filter: not this client's to receive
+            await super()._publish_retained_messages_for_subscription(
+                (topic_filter, max(qos, held[0])), session
+            )
+
+    return OwnRetainedBroker
+
+
 class EmbeddedBroker:
     """An in-process MQTT 3.1.1 broker (amqtt) bound to loopback only."""
 
@@ -221,7 +250,10 @@ class EmbeddedBroker:
             # amqtt deprecates its section-style configuration, the one place a password
             # file can be given
             warnings.simplefilter("ignore", DeprecationWarning)
-            self._broker = Broker(_broker_config(self.host, self.port, password_file=password_file))
+            broker_class = _own_retained_only(Broker)
+            self._broker = broker_class(
+                _broker_config(self.host, self.port, password_file=password_file)
+            )
         try:
             await self._broker.start()
         except Exception as exc:
@@ -301,6 +333,20 @@ async def connect(
             yield client
     except aiomqtt.MqttError as exc:
         raise TransportError(f"MQTT {endpoint}: {exc}") from exc
+
+
+def raise_if_cancelled() -> None:
+    """Raise the current task's cancellation again if an await swallowed it.
+
+    aiomqtt waits for a publish's acknowledgement with `asyncio.wait_for`, which on Python 3.11
+    returns the result instead of raising when the cancellation comes in the same loop turn as
+    the acknowledgement (3.12 rewrote it): the task's `cancelling()` count stays up, but it runs
+    on. A loop that ends by being cancelled calls this after each publish. Found: a pipeline
+    whose status and dead-letter loops went on after their cancel, so its stop never returned
+    (likely on a loop slowed by a busy estimator thread, where many callbacks share a turn)."""
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        raise asyncio.CancelledError
 
 
 def ack(client: aiomqtt.Client, message: aiomqtt.Message) -> None:

@@ -10,10 +10,11 @@ from collections import OrderedDict, deque
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import aiomqtt
 
-from dsotp_streams.adapters.mqtt import MqttEndpoint, Topics, connect
+from dsotp_streams.adapters.mqtt import MqttEndpoint, Topics, connect, raise_if_cancelled
 from dsotp_streams.adapters.profiles import load_profiles
 from dsotp_streams.adapters.recording import RecordingWriter
 from dsotp_streams.contracts.agent import AgentSpec
@@ -83,6 +84,7 @@ class PipelineStats:
     processing_errors: int = 0
     dead_letters_dropped: int = 0  # the dead-letter queue was full (a flood)
     flisr_lag_ms: float = 0.0  # from the faulted window's start to the published plan
+    estimate_age_ms_max: float = 0.0  # oldest window whose estimate began (max_window_age_s)
 
 
 @dataclass
@@ -93,6 +95,7 @@ class EmulatorStats:
     frames: int = 0
     instants_behind: int = 0
     reconnects: int = 0
+    frames_unsent: int = 0  # still in the outbox `stop_timeout_s` after the stop
 
 
 class AreaPipeline:
@@ -158,8 +161,7 @@ class AreaPipeline:
                     await backoff.sleep(stop)
         finally:
             await self._drain()
-            estimator_task.cancel()
-            await asyncio.gather(estimator_task, return_exceptions=True)
+            await self._cancel([estimator_task])
 
     async def _connected(self, stop: asyncio.Event) -> None:
         mqtt = self.settings.mqtt
@@ -187,11 +189,7 @@ class AreaPipeline:
             except aiomqtt.MqttError as exc:
                 raise TransportError(str(exc)) from exc
             finally:
-                for task in (ticker, status, reader, stopper, letters):
-                    task.cancel()
-                await asyncio.gather(
-                    ticker, status, reader, stopper, letters, return_exceptions=True
-                )
+                await self._cancel((ticker, status, reader, stopper, letters))
                 if stop.is_set():  # estimate the last windows while the connection is still up
                     await self._drain()
                     while not self._letters.empty():  # and send the last dead letters
@@ -199,10 +197,23 @@ class AreaPipeline:
                             self.topics.deadletter, self._letters.get_nowait(), qos=1
                         )
 
+    async def _cancel(self, tasks: Sequence[asyncio.Task[Any]]) -> None:
+        """Cancel the connection's tasks and wait for them, for `stop_timeout_s` at most."""
+        for task in tasks:
+            task.cancel()
+        done, pending = await asyncio.wait(tasks, timeout=self.settings.runtime.stop_timeout_s)
+        for task in done:
+            if not task.cancelled():
+                task.exception()  # retrieved: the reader's error was raised already
+        if pending:
+            names = ", ".join(sorted(t.get_name() for t in pending))
+            log.error("tasks still running after their cancel, left behind: %s", names)
+
     async def _read_loop(self, client: aiomqtt.Client) -> None:
         try:
             async for message in client.messages:
                 await self._handle_message(message)
+                raise_if_cancelled()
         except (aiomqtt.MqttError, asyncio.CancelledError):
             # QoS 1 messages are acknowledged on receipt: the ones still queued in the client
             # when the connection drops (or at stop) are ours alone now, so handle them first
@@ -274,17 +285,29 @@ class AreaPipeline:
         while not self.intake.event_time:  # event time advances with the frames, not the clock
             await asyncio.sleep(period / 2)
             await self._close_windows()
+            raise_if_cancelled()
 
     async def _estimate_loop(self) -> None:
+        limit_s = self.settings.runtime.max_window_age_s
         while True:
             window = await self._windows.get()
             try:
+                stale = self.processor.stale(window, now=self.intake.now(), max_age_s=limit_s)
+                if stale is not None:  # held up somewhere: published as skipped, not estimated
+                    self.stats.windows_skipped += 1
+                    await self._publish_estimate(stale)
+                    continue
+                self.stats.estimate_age_ms_max = max(
+                    self.stats.estimate_age_ms_max,
+                    (self.intake.now() - window.window_start) / timedelta(milliseconds=1),
+                )
                 await self._process(window)
             except Exception:  # one window (or a FLISR or forecast step) never stops the agent
                 self.stats.processing_errors += 1
                 log.exception("processing the window of %s failed", window.window_start)
             finally:
                 self._windows.task_done()
+            raise_if_cancelled()
 
     async def _process(self, window: Window) -> None:
         """Estimate one window; then forecasting and FLISR on its result."""
@@ -367,13 +390,15 @@ class AreaPipeline:
     async def _dead_letter_loop(self) -> None:
         while True:
             payload = await self._letters.get()
+            sent = False
             try:
-                while not await self._publish(  # noqa: ASYNC110 (retry until cancelled)
-                    self.topics.deadletter, payload, qos=1
-                ):
-                    await asyncio.sleep(0.2)  # a failed publish: the connection is going
+                while not sent:
+                    sent = await self._publish(self.topics.deadletter, payload, qos=1)
+                    if not sent:
+                        await asyncio.sleep(0.2)  # a failed publish: the connection is going
+                    raise_if_cancelled()
             except asyncio.CancelledError:
-                if not self._letters.full():  # keep it for the next connection (or the stop)
+                if not sent and not self._letters.full():  # kept for the next connection
                     self._letters.put_nowait(payload)
                 raise
 
@@ -395,15 +420,33 @@ class AreaPipeline:
             await asyncio.sleep(self.settings.runtime.status_interval_s)
             status = {"area": self.spec.area, "ts": _utcnow().isoformat(), **asdict(self.stats)}
             await self._publish(self.topics.status, json.dumps(status), qos=0, retain=True)
+            raise_if_cancelled()
 
     async def _drain(self) -> None:
-        """At shutdown: close every open window and wait until all are estimated."""
+        """At shutdown: close every open window and estimate the queued ones for
+        `stop_timeout_s`; those still queued then are published as skipped, and the estimate
+        in hand is waited for (so a stop returns within about the timeout plus one estimate)."""
         await self._close_windows()
         await self._enqueue(self.intake.flush())
+        timeout_s = self.settings.runtime.stop_timeout_s
         try:
-            await asyncio.wait_for(self._windows.join(), timeout=30.0)
+            await asyncio.wait_for(self._windows.join(), timeout=timeout_s)
+            return
         except TimeoutError:
-            log.warning("estimates still pending at shutdown: %d", self._windows.qsize())
+            pass
+        left = 0
+        while not self._windows.empty():
+            window = self._windows.get_nowait()
+            self._windows.task_done()
+            left += 1
+            self.stats.windows_skipped += 1
+            reason = f"stopping: not estimated within {timeout_s:g} s of the stop"
+            await self._publish_estimate(self.processor.skipped(window, reason))
+        log.warning("stopping: %d queued windows published as skipped", left)
+        try:
+            await asyncio.wait_for(self._windows.join(), timeout=timeout_s)
+        except TimeoutError:
+            log.error("stopping: an estimate still running after %g s is left behind", timeout_s)
 
 
 class Emulator:
@@ -428,6 +471,23 @@ class Emulator:
         self.stats = EmulatorStats()
         self._outbox: deque[tuple[str, str, bool]] = deque()
         self._ready = asyncio.Event()
+        self._stop_deadline: float | None = None
+
+    def _gave_up(self, stop: asyncio.Event) -> bool:
+        """True once stop was set `stop_timeout_s` ago: what is left in the outbox stays unsent
+        (counted and logged), so a stop returns in bounded time however far behind we are."""
+        if not stop.is_set():
+            return False
+        now = time.monotonic()
+        if self._stop_deadline is None:
+            self._stop_deadline = now + self.settings.runtime.stop_timeout_s
+        if now < self._stop_deadline:
+            return False
+        if self._outbox:
+            self.stats.frames_unsent = sum(1 for _t, _p, retain in self._outbox if not retain)
+            log.warning("emulator stopping: %d frames left unsent", self.stats.frames_unsent)
+            self._outbox.clear()
+        return True
 
     async def run(self, stop: asyncio.Event) -> None:
         """Produce one instant per period until stop is set; frames go through an outbox that
@@ -436,7 +496,7 @@ class Emulator:
         producer = asyncio.create_task(self._produce(stop), name="emulate")
         backoff = Backoff(self.settings.mqtt.reconnect_backoff_max_s)
         try:
-            while not (stop.is_set() and not self._outbox):
+            while not (stop.is_set() and not self._outbox) and not self._gave_up(stop):
                 try:
                     await self._send(stop, producer)
                     backoff.reset()
@@ -485,7 +545,7 @@ class Emulator:
                 self.endpoint,
                 client_id=f"{self.settings.mqtt.client_id_prefix}-{self.spec.area}-emulator",
             ) as client:
-                while True:
+                while not self._gave_up(stop):
                     if not self._outbox:
                         if producer.done():
                             return

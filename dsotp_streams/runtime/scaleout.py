@@ -358,12 +358,15 @@ class KafkaWorker:
     async def _process(self, area: _Area, window: Window) -> Processed:
         """Estimate a window, or skip it when the worker is so far behind that it is older
         than `max_window_age_s`: the skipped estimate says so, and the worker catches up."""
-        limit_s = self.settings.kafka.max_window_age_s
-        age_s = (datetime.now(tz=UTC) - window.window_start).total_seconds()
-        if limit_s > 0 and age_s > limit_s:
+        skipped = area.processor.stale(
+            window,
+            now=datetime.now(tz=UTC),
+            max_age_s=self.settings.kafka.max_window_age_s,
+            who="worker",
+        )
+        if skipped is not None:
             self.stats.windows_skipped += 1
-            reason = f"worker behind: window started {age_s:.1f} s ago (limit {limit_s:g} s)"
-            return Processed(area.processor.skipped(window, reason))
+            return Processed(skipped)
         return await area.processor.process(window)
 
     async def _dead_letter(

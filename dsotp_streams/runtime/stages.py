@@ -266,6 +266,19 @@ class WindowProcessor:
             engine=self.estimator.engine,
         )
 
+    def stale(
+        self, window: Window, *, now: datetime, max_age_s: float, who: str = "estimator"
+    ) -> StateEstimate | None:
+        """The skipped estimate of a window that started more than `max_age_s` before `now`
+        when its turn comes (0: no limit), else None. Whatever held it up (a slow estimator, a
+        loop starved of the GIL, frames queued in a socket), an estimate is never later than
+        the limit plus one estimate; the windows behind it are published as skipped."""
+        age_s = (now - window.window_start).total_seconds()
+        if max_age_s <= 0 or age_s <= max_age_s:
+            return None
+        reason = f"{who} behind: window started {age_s:.1f} s ago (limit {max_age_s:g} s)"
+        return self.skipped(window, reason)
+
     async def process(self, window: Window, truth: TrueState | None = None) -> Processed:
         """Estimate one window; then forecasting and FLISR on its result."""
         observation = self.detector.observe(window) if self.detector else None
