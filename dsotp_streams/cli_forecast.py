@@ -5,23 +5,16 @@ from __future__ import annotations
 import logging
 import time
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
-import numpy as np
 import typer
 from rich.console import Console
-from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
-from rich.table import Table
 
-from dsotp_streams.adapters.forecasters import load_forecaster, save_forecaster
-from dsotp_streams.adapters.profiles import Profiles, load_profiles
-from dsotp_streams.core.forecasting import (
-    QUANTILES,
-    QuantileForecaster,
-    SeasonalNaive,
-    day_ahead_origins,
-    score,
-)
+if TYPE_CHECKING:  # imported when a command runs: `dsotp --help` stays fast
+    import numpy as np
+    from rich.progress import Progress
+
+    from dsotp_streams.adapters.profiles import Profiles
 
 __all__ = ["register"]
 
@@ -44,6 +37,8 @@ TrainShareOpt = Annotated[
 
 
 def _progress() -> Progress:
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
     return Progress(
         TextColumn("{task.description}"), BarColumn(), TimeElapsedColumn(), console=console
     )
@@ -61,6 +56,10 @@ def train(
     train_share: TrainShareOpt = 0.75,
 ) -> None:
     """Train the quantile forecaster on the leading part of the profiles and save it."""
+    from dsotp_streams.adapters.forecasters import save_forecaster
+    from dsotp_streams.adapters.profiles import load_profiles
+    from dsotp_streams.core.forecasting import QUANTILES, QuantileForecaster
+
     with console.status("reading profiles"):
         profiles = load_profiles(source, nodes=nodes)
     split = _split(profiles, train_share)
@@ -89,6 +88,13 @@ def evaluate(
     plot: Annotated[Path | None, typer.Option("--plot", help="write a PNG of one node")] = None,
 ) -> None:
     """Day-ahead forecasts over the part after training, against seasonal naive."""
+    import numpy as np
+    from rich.table import Table
+
+    from dsotp_streams.adapters.forecasters import load_forecaster
+    from dsotp_streams.adapters.profiles import load_profiles
+    from dsotp_streams.core.forecasting import QUANTILES, SeasonalNaive, day_ahead_origins, score
+
     with console.status("reading profiles"):
         profiles = load_profiles(source, nodes=nodes)
     forecaster = load_forecaster(model)
@@ -154,6 +160,9 @@ def _plot(
     spd: int,
 ) -> None:
     import matplotlib
+    import numpy as np
+
+    from dsotp_streams.core.forecasting import QUANTILES
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt

@@ -2,33 +2,21 @@
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
-import gc
 import logging
-import signal
 from collections.abc import Iterator
-from datetime import UTC, datetime
 from pathlib import Path
-from typing import IO, Annotated
+from typing import IO, TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
-from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
-from dsotp_streams.adapters.grids import load_grid
-from dsotp_streams.adapters.mqtt import Topics, endpoint_from_settings
-from dsotp_streams.adapters.recording import RecordingWriter
-from dsotp_streams.adapters.villas import VillasRejected, read_columns, villas_to_frames
-from dsotp_streams.contracts.agent import AgentSpec, load_agent_spec
-from dsotp_streams.contracts.frames import PmuFrame, parse_frame
-from dsotp_streams.contracts.messages import DeadLetter
-from dsotp_streams.errors import FrameError
-from dsotp_streams.logs import configure_logging
-from dsotp_streams.runtime.offline import OfflineEstimator
-from dsotp_streams.runtime.replay import publish_frames
-from dsotp_streams.runtime.replay import record as record_bus
-from dsotp_streams.settings import Settings
+if TYPE_CHECKING:  # imported when a command runs: `dsotp --help` stays fast
+    from rich.progress import Progress
+
+    from dsotp_streams.contracts.agent import AgentSpec
+    from dsotp_streams.contracts.frames import PmuFrame
+    from dsotp_streams.settings import Settings
 
 __all__ = ["register"]
 
@@ -44,6 +32,8 @@ DeadOpt = Annotated[
 
 
 def _progress() -> Progress:
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
     return Progress(
         TextColumn("{task.description}"),
         BarColumn(),
@@ -63,6 +53,10 @@ class _Rejects:
         self._file: IO[str] | None = path.open("w", encoding="utf-8") if path else None
 
     def add(self, line: int, reason: str, payload: str) -> None:
+        from datetime import UTC, datetime
+
+        from dsotp_streams.contracts.messages import DeadLetter
+
         self.count += 1
         log.warning("%s:%d rejected: %s", self.source, line, reason)
         if self._file is not None:
@@ -80,6 +74,9 @@ class _Rejects:
 
 
 def _frames(path: Path, rejects: _Rejects, progress: Progress) -> Iterator[PmuFrame]:
+    from dsotp_streams.contracts.frames import parse_frame
+    from dsotp_streams.errors import FrameError
+
     task = progress.add_task(f"estimating {path.name}", total=path.stat().st_size)
     with path.open("rb") as handle:
         for number, raw in enumerate(handle, start=1):
@@ -100,6 +97,12 @@ def estimate(
     dead_letter: DeadOpt = None,
 ) -> None:
     """Estimate every window of a SOGNO JSON Lines file (one frame per line), offline."""
+    import gc
+
+    from dsotp_streams.adapters.grids import load_grid
+    from dsotp_streams.runtime.offline import OfflineEstimator
+    from dsotp_streams.settings import Settings
+
     settings = Settings()
     spec, grid_base = _spec(settings, agent)
     grid = load_grid(spec.grid, base_dir=grid_base, data_dir=settings.data_dir)
@@ -130,6 +133,10 @@ def convert_villas(
     dead_letter: DeadOpt = None,
 ) -> None:
     """Turn VILLASnode JSON records (a columns file names the values) into SOGNO frames."""
+    from dsotp_streams.adapters.villas import VillasRejected, read_columns, villas_to_frames
+    from dsotp_streams.logs import configure_logging
+    from dsotp_streams.settings import Settings
+
     _spec_logging = Settings()
     configure_logging(_spec_logging.log_level, console)
     names = read_columns(columns)
@@ -156,6 +163,13 @@ def record(
     duration: Annotated[float | None, typer.Option("--duration", help="seconds")] = None,
 ) -> None:
     """Record the databus (frames by default) to JSON Lines or Parquet, with receive times."""
+    import asyncio
+    import signal
+
+    from dsotp_streams.adapters.mqtt import endpoint_from_settings
+    from dsotp_streams.adapters.recording import RecordingWriter
+    from dsotp_streams.runtime.replay import record as record_bus
+
     settings = _settings(mqtt_url)
     writer = RecordingWriter(output)
 
@@ -192,6 +206,11 @@ def replay_cmd(
     mqtt_url: Annotated[str | None, typer.Option("--mqtt-url")] = None,
 ) -> None:
     """Publish a recording (or SOGNO/VILLAS/CSV frames) to the databus, keeping order and timing."""
+    import asyncio
+
+    from dsotp_streams.adapters.mqtt import Topics, endpoint_from_settings
+    from dsotp_streams.runtime.replay import publish_frames
+
     settings = _settings(mqtt_url)
     spec, _base = _spec(settings, agent)
     topics = Topics(settings.mqtt.topic_prefix, spec.area)
@@ -212,6 +231,8 @@ def replay_cmd(
 
 
 def _settings(mqtt_url: str | None) -> Settings:
+    from dsotp_streams.settings import Settings
+
     base = Settings()
     if mqtt_url is None:
         return base
@@ -219,6 +240,9 @@ def _settings(mqtt_url: str | None) -> Settings:
 
 
 def _spec(settings: Settings, agent: Path | None) -> tuple[AgentSpec, Path]:
+    from dsotp_streams.contracts.agent import load_agent_spec
+    from dsotp_streams.logs import configure_logging
+
     configure_logging(settings.log_level, console)
     path = agent or settings.agent_file
     return load_agent_spec(path), path.parent

@@ -6,14 +6,13 @@ import asyncio
 import logging
 import signal
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
 
-from dsotp_streams.adapters.mqtt import endpoint_from_settings
-from dsotp_streams.logs import configure_logging
-from dsotp_streams.settings import Settings
+if TYPE_CHECKING:  # imported when a command runs: `dsotp --help` stays fast
+    from dsotp_streams.settings import Settings
 
 __all__ = ["register"]
 
@@ -26,6 +25,9 @@ KafkaOpt = Annotated[
 
 
 def _settings(kafka_url: str | None, **update: object) -> Settings:
+    from dsotp_streams.logs import configure_logging
+    from dsotp_streams.settings import Settings
+
     base = Settings()
     changes: dict[str, object] = {k: v for k, v in update.items() if v is not None}
     if kafka_url is not None:
@@ -88,7 +90,9 @@ def register(app: typer.Typer) -> None:
         duration: Annotated[float | None, typer.Option("--duration", help="stop after S")] = None,
     ) -> None:
         """Carry PMU frames MQTT -> Kafka (batched per area) and results Kafka -> MQTT."""
+        from dsotp_streams.adapters.mqtt import endpoint_from_settings
         from dsotp_streams.runtime.bridge import Bridge
+        from dsotp_streams.settings import Settings
 
         base = Settings()
         mqtt = base.mqtt if mqtt_url is None else base.mqtt.model_copy(update={"url": mqtt_url})

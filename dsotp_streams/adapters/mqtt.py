@@ -118,6 +118,23 @@ class Topics:
         """Where a device publishes its frames."""
         return f"{self.base}/pmu/{device}"
 
+    @staticmethod
+    def every_pmu(prefix: str) -> str:
+        """Subscription for the frames of every area under `prefix`."""
+        return f"{prefix}/+/pmu/+"
+
+    @classmethod
+    def of_frame(cls, prefix: str, topic: str) -> tuple[Topics, str] | None:
+        """The area's topics and the device of a frame topic `<prefix>/<area>/pmu/<device>`
+        (the prefix may have several levels), or None for any other topic."""
+        head = f"{prefix}/"
+        if not topic.startswith(head):
+            return None
+        parts = topic[len(head) :].split("/")
+        if len(parts) != 3 or parts[1] != "pmu" or not parts[0] or not parts[2]:
+            return None
+        return cls(prefix, parts[0]), parts[2]
+
     @property
     def pmu_wildcard(self) -> str:
         """Subscription for every device of the area."""

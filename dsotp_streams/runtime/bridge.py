@@ -155,7 +155,7 @@ class Bridge:
         ) as client:
             self._mqtt = client
             self._pending.clear()  # unacknowledged: the broker sends them again
-            await client.subscribe(f"{mqtt.topic_prefix}/+/pmu/+", qos=mqtt.qos)
+            await client.subscribe(Topics.every_pmu(mqtt.topic_prefix), qos=mqtt.qos)
             self._inbound_ready.set()
             flusher = asyncio.create_task(self._flush_loop(client), name="bridge-flush")
             try:
@@ -172,7 +172,9 @@ class Bridge:
     async def _receive(self, client: aiomqtt.Client, message: aiomqtt.Message) -> None:
         topic = str(message.topic)
         self.stats.frames_in += 1
-        area = topic.split("/")[1]
+        # the area from the topic grammar: a prefix of several levels (`site/dsotp`) is fine
+        address = Topics.of_frame(self.settings.mqtt.topic_prefix, topic)
+        area = address[0].area if address is not None else "unknown"
         payload = message.payload
         raw = payload if isinstance(payload, bytes | bytearray) else str(payload).encode()
         reason = None

@@ -89,7 +89,7 @@ class Outputs:
             raise TransportError(f"live page: cannot listen on {cfg.host}:{cfg.port}")
         self._tasks.append(task)
         self.live_url = f"http://{cfg.host}:{cfg.port}/"
-        log.warning("live page at %s", self.live_url)
+        log.info("live page at %s", self.live_url)
 
     def attach(self, spec: AgentSpec, grid: GridModel) -> list[Callable[[StateEstimate], None]]:
         """Register an area for the page and the API; the listeners a pipeline should call."""
