@@ -3,7 +3,8 @@
 Each figure is the median of `--runs` launches; the baselines, run in the same process, are the
 interpreter alone (`python -c pass`) and the import of the CLI's parser library (`typer`), the
 floor under any `--help`. The demo runs on its own embedded broker port, without the live page,
-on an in-memory store; the first estimate is the first message on `dsotp/<area>/state`, seen by
+on an in-memory store, with a cache directory of its own (the first launch builds the cache,
+the later ones read it); the first estimate is the first message on `dsotp/<area>/state`, seen by
 an outside MQTT client.
 
     .venv/bin/python benchmarks/startup.py [--runs 3]
@@ -13,10 +14,12 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import socket
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -34,7 +37,7 @@ def _timed(args: list[str]) -> float:
     return time.perf_counter() - started
 
 
-def _first_estimate_s(timeout_s: float = 120.0) -> float:
+def _first_estimate_s(cache_dir: Path, timeout_s: float = 120.0) -> float:
     """Launch `dsotp demo`; seconds until an outside client sees its first estimate."""
     port = free_port()
     started = time.perf_counter()
@@ -46,6 +49,7 @@ def _first_estimate_s(timeout_s: float = 120.0) -> float:
         cwd=REPO,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
+        env={**os.environ, "DSOTP_CACHE_DIR": str(cache_dir)},
     )
     seen: list[float] = []
     client = paho.Client(paho.CallbackAPIVersion.VERSION2, client_id=f"startup-{port}")
@@ -92,11 +96,15 @@ def main() -> None:
         help_s / floor,
         help_s / typer,
     )
-    firsts = [_first_estimate_s() for _ in range(args.runs)]
+    with tempfile.TemporaryDirectory(prefix="dsotp-cache-") as cache:
+        cold = _first_estimate_s(Path(cache))  # builds the cache (the SimBench profiles)
+        warm = [_first_estimate_s(Path(cache)) for _ in range(args.runs)]
+    log.info("dsotp demo: launch to first estimate, first launch (cache built) %.2f s", cold)
     log.info(
-        "dsotp demo: launch to first estimate %.2f s (median; runs %s)",
-        statistics.median(firsts),
-        ", ".join(f"{t:.2f}" for t in firsts),
+        "dsotp demo: launch to first estimate %.2f s (median of %d later launches; runs %s)",
+        statistics.median(warm),
+        args.runs,
+        ", ".join(f"{t:.2f}" for t in warm),
     )
 
 

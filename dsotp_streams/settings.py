@@ -267,6 +267,11 @@ class Settings(BaseSettings):
         default_factory=default_data_dir,
         description="the shared reference data (default `../shared/datasets` beside the checkout)",
     )
+    cache_dir: Path | None = Field(
+        default=Path(".dsotp/cache"),
+        description="what is slow to build and never changes (SimBench profiles), kept once "
+        "built; None: build every time",
+    )
     log_level: str = Field(default="WARNING", description="DEBUG, INFO, WARNING or ERROR")
 
 

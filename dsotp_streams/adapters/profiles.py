@@ -39,11 +39,18 @@ class Profiles:
         return round(86400 / self.step_s)
 
 
-def load_profiles(source: str, *, nodes: int | None = None, kind: str = "load") -> Profiles:
+def load_profiles(
+    source: str, *, nodes: int | None = None, kind: str = "load", cache_dir: Path | None = None
+) -> Profiles:
     """Profiles from `simbench:<grid code>`, `store:<duckdb file>:<area>` (the estimated bus
-    loads the platform stored, at 15 min) or a .csv/.parquet file."""
+    loads the platform stored, at 15 min) or a .csv/.parquet file.
+
+    With a `cache_dir`, SimBench profiles are kept there once built (an .npz per grid code,
+    kind and simbench version): building them from the package's tables takes 2-5 s here,
+    reading the cache a few milliseconds, and the demo's first estimate waits for them."""
     if source.startswith("simbench:"):
-        profiles = _simbench(source.split(":", 1)[1], kind)
+        code = source.split(":", 1)[1]
+        profiles = _cached(code, kind, cache_dir) if cache_dir else _simbench(code, kind)
     elif source.startswith("store:"):
         path, _sep, area = source.split(":", 1)[1].rpartition(":")
         profiles = _store(Path(path), area)
@@ -53,6 +60,43 @@ def load_profiles(source: str, *, nodes: int | None = None, kind: str = "load") 
         profiles = Profiles(
             profiles.values[:, :nodes], profiles.nodes[:nodes], profiles.start, profiles.step_s
         )
+    return profiles
+
+
+def _cached(code: str, kind: str, cache_dir: Path) -> Profiles:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        release = version("simbench")
+    except PackageNotFoundError as exc:
+        raise DsotpError("the simbench package is not installed") from exc
+    safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in code)
+    path = cache_dir / f"simbench-{safe}-{kind}-{release}.npz"
+    if path.exists():
+        try:
+            with np.load(path, allow_pickle=False) as data:
+                return Profiles(
+                    np.asarray(data["values"], dtype=float),
+                    [str(n) for n in data["nodes"]],
+                    datetime.fromtimestamp(float(data["start_s"]), tz=UTC),
+                    float(data["step_s"]),
+                )
+        except (OSError, ValueError, KeyError):  # a damaged cache is built again
+            path.unlink(missing_ok=True)
+    profiles = _simbench(code, kind)
+    try:
+        cache_dir.mkdir(parents=True, exist_ok=True)
+        partial = path.with_name(path.name + ".partial.npz")
+        np.savez(
+            partial,
+            values=profiles.values,
+            nodes=np.asarray(profiles.nodes, dtype=str),
+            start_s=profiles.start.timestamp(),
+            step_s=profiles.step_s,
+        )
+        partial.replace(path)  # whole or not at all
+    except OSError:  # a read-only place: the profiles serve uncached
+        pass
     return profiles
 
 

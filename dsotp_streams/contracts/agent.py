@@ -133,6 +133,12 @@ class FlisrSpec(_Frozen):
     failed_estimates: int = Field(
         default=5, ge=1, description="estimates failing in a row that open a case"
     )
+    incomplete_wait_windows: int = Field(
+        default=2,
+        ge=0,
+        description="a fault seen in a window that misses PMUs waits up to this many windows "
+        "for one that has them all before it is located",
+    )
     publish_commands: bool = Field(
         default=False, description="also publish the switching sequence as commands"
     )

@@ -465,6 +465,7 @@ class FaultDetector:
         self._last_case: dict[bool, datetime] = {}  # by "fault passage seen"
         self._seen: set[str] = set()
         self._failed_estimates = 0
+        self._waited = 0  # windows a fault seen without every PMU has waited for them
 
     def observe(self, window: Window) -> FaultObservation | None:
         """A FaultObservation for a faulted window (once per cooldown), else None."""
@@ -501,6 +502,7 @@ class FaultDetector:
         self._seen = set(window.frames)
         failing = self._failed_estimates >= self.spec.failed_estimates
         if not any(passage.values()) and not low and not tripped and not lost and not failing:
+            self._waited = 0
             for k, i in i_now.items():  # learn the normal currents (slow average)
                 old = self.baseline.get(k)
                 self.baseline[k] = i if old is None else 0.9 * old + 0.1 * i
@@ -512,6 +514,14 @@ class FaultDetector:
         last = self._last_case.get(located)
         if last is not None and (window.window_start - last).total_seconds() < self.spec.cooldown_s:
             return None
+        # a fault in a window whose frames from some PMUs came late is located from the rest:
+        # the furthest overcurrent is then missing and the section wrong, and the cooldown would
+        # keep the right one out (seen on a loaded machine: Line 1-2 for a fault on Line 8-9);
+        # wait a few windows for a complete one
+        if located and window.missing_devices and self._waited < self.spec.incomplete_wait_windows:
+            self._waited += 1
+            return None
+        self._waited = 0
         self._last_case[located] = window.window_start
         parts = []
         if any(passage.values()):

@@ -485,7 +485,7 @@ class Emulator:
         self.endpoint = endpoint
         profiles = None
         if spec.emulator.profiles:
-            profiles = load_profiles(spec.emulator.profiles).values
+            profiles = load_profiles(spec.emulator.profiles, cache_dir=settings.cache_dir).values
         self.fleet = PmuFleet(spec, grid, profiles)
         self.topics = Topics(settings.mqtt.topic_prefix, spec.area)
         self.stats = EmulatorStats()

@@ -49,3 +49,22 @@ def test_file_source_errors_name_the_problem(tmp_path: Path) -> None:
         load_profiles(str(bad))
     with pytest.raises(DsotpError, match="no profile file"):
         load_profiles(str(tmp_path / "missing.csv"))
+
+
+def test_simbench_profiles_are_cached_once_built(tmp_path: Path) -> None:
+    """The demo's profiles come from the cache after the first build: the same series, and a
+    damaged cache file is built again instead of failing."""
+    source = "simbench:1-MV-urban--0-sw"
+    built = load_profiles(source, cache_dir=tmp_path)
+    (cached_file,) = tmp_path.glob("simbench-1-MV-urban--0-sw-load-*.npz")
+    cached = load_profiles(source, cache_dir=tmp_path)
+    assert cached.nodes == built.nodes
+    assert cached.start == built.start and cached.step_s == built.step_s
+    np.testing.assert_array_equal(cached.values, built.values)
+    assert cached.values.shape[0] == 366 * 96  # 2016, a leap year, at 15 min
+    cached_file.write_bytes(b"not an npz")
+    rebuilt = load_profiles(source, cache_dir=tmp_path)
+    np.testing.assert_array_equal(rebuilt.values, built.values)
+    with np.load(cached_file) as written_anew:
+        assert written_anew["values"].shape == built.values.shape
+    assert not list(tmp_path.glob("*.partial.npz"))

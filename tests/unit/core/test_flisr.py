@@ -181,3 +181,36 @@ def test_detector_opens_cases_for_trips_lost_devices_and_failing_estimates(
         fresh.estimate_status(ok=False)
     failing = fresh.observe(windows[11])
     assert failing is not None and "estimates in a row failed" in failing.trigger
+
+
+def test_a_fault_seen_without_every_pmu_waits_for_a_complete_window(
+    spec: AgentSpec, grid: GridModel
+) -> None:
+    """Frames of the PMUs beyond the first overcurrent branch came late: the case waits (up to
+    `incomplete_wait_windows`) for a window with them, and then locates the fault right."""
+    fleet, detector = PmuFleet(spec, grid), FaultDetector(spec, grid)
+    for k in range(20):
+        assert detector.observe(_window(spec, fleet, T0 + timedelta(milliseconds=100 * k))) is None
+    v0 = fleet.step(T0 + timedelta(seconds=2)).v
+    faulted = fault_state(grid, v0, grid.bus_index["Bus 9"])
+    full = _window(spec, fleet, T0 + timedelta(seconds=3), faulted)
+    late = {"pmu-n3", "pmu-n8"}
+    partial = full.model_copy(
+        update={
+            "frames": {d: f for d, f in full.frames.items() if d not in late},
+            "missing_devices": sorted(late),
+        }
+    )
+    assert spec.flisr.incomplete_wait_windows == 2
+    assert detector.observe(partial) is None
+    assert detector.observe(partial.model_copy(update={"window_start": full.window_start})) is None
+    complete = full.model_copy(update={"window_start": T0 + timedelta(seconds=3.2)})
+    observation = detector.observe(complete)
+    assert observation is not None
+    assert {k for k, flag in observation.passage.items() if flag} >= {"Line 8-9"}
+    # with nothing but incomplete windows, the case opens after the wait, from what there is
+    fresh = FaultDetector(spec, grid)
+    for k in range(20):
+        assert fresh.observe(_window(spec, fleet, T0 + timedelta(milliseconds=100 * k))) is None
+    outcomes = [fresh.observe(partial) for _ in range(3)]
+    assert outcomes[:2] == [None, None] and outcomes[2] is not None
