@@ -133,7 +133,8 @@ def convert_villas(
     dead_letter: DeadOpt = None,
 ) -> None:
     """Turn VILLASnode JSON records (a columns file names the values) into SOGNO frames."""
-    from dsotp_streams.adapters.villas import VillasRejected, read_columns, villas_to_frames
+    from dsotp_streams.adapters.villas import read_columns, villas_to_frames
+    from dsotp_streams.contracts.frames import Rejected
     from dsotp_streams.logs import configure_logging
     from dsotp_streams.settings import Settings
 
@@ -146,7 +147,7 @@ def convert_villas(
     try:
         with output.open("w", encoding="utf-8") as out:
             for item in villas_to_frames(lines, names, device_prefix=device_prefix):
-                if isinstance(item, VillasRejected):
+                if isinstance(item, Rejected):
                     rejects.add(item.line, item.reason, lines[item.line - 1])
                     continue
                 out.write(item.model_dump_json() + "\n")

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 __all__ = [
     "ConvergenceError",
+    "CursorError",
     "DsotpError",
     "FrameError",
     "ModelError",
     "NotObservableError",
+    "SinkRejectedError",
     "SpecError",
     "TransportError",
 ]
@@ -39,3 +41,11 @@ class ConvergenceError(DsotpError):
 
 class TransportError(DsotpError):
     """A broker or network connection failed."""
+
+
+class SinkRejectedError(DsotpError):
+    """A database refused the data (malformed points, schema conflict): a retry would not help."""
+
+
+class CursorError(DsotpError):
+    """A page cursor that this API did not issue."""

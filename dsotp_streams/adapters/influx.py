@@ -14,7 +14,7 @@ from typing import Any
 import aiohttp
 
 from dsotp_streams.contracts.storage import SCHEMA, Row
-from dsotp_streams.errors import DsotpError, TransportError
+from dsotp_streams.errors import DsotpError, SinkRejectedError, TransportError
 from dsotp_streams.settings import InfluxSettings
 
 __all__ = ["InfluxV1Writer", "InfluxV2Writer", "SinkRejectedError", "make_writer", "to_lines"]
@@ -23,10 +23,6 @@ log = logging.getLogger(__name__)
 
 _TAG_ESCAPE = str.maketrans({",": r"\,", "=": r"\=", " ": r"\ "})
 _MEASUREMENT_ESCAPE = str.maketrans({",": r"\,", " ": r"\ "})
-
-
-class SinkRejectedError(DsotpError):
-    """The database refused the data (malformed points, schema conflict): do not retry."""
 
 
 def _field(value: float | int | str, kind: type) -> str:

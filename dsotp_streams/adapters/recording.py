@@ -12,24 +12,15 @@ from __future__ import annotations
 import csv
 import json
 from collections.abc import Iterator
-from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import IO, Any
 
-from dsotp_streams.adapters.villas import VillasRejected, read_columns, villas_to_frames
-from dsotp_streams.contracts.frames import PmuFrame, Reading, parse_frame
+from dsotp_streams.adapters.villas import read_columns, villas_to_frames
+from dsotp_streams.contracts.frames import PmuFrame, Reading, Rejected, parse_frame
 from dsotp_streams.errors import DsotpError, FrameError
 
 __all__ = ["RecordingWriter", "Rejected", "read_frames", "read_recording"]
-
-
-@dataclass(frozen=True)
-class Rejected:
-    """A line that is not a usable frame, and why."""
-
-    line: int
-    reason: str
 
 
 class RecordingWriter:
@@ -85,8 +76,7 @@ def read_frames(path: Path, *, columns: Path | None = None) -> Iterator[PmuFrame
         raise DsotpError(f"no recording {path}")
     if columns is not None:
         lines = path.read_text(encoding="utf-8").splitlines()
-        for item in villas_to_frames(lines, read_columns(columns)):
-            yield Rejected(item.line, item.reason) if isinstance(item, VillasRejected) else item
+        yield from villas_to_frames(lines, read_columns(columns))
         return
     if path.suffix == ".parquet":
         for k, (_at, _topic, payload) in enumerate(read_recording(path), start=1):

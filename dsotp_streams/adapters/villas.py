@@ -16,10 +16,10 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-from dsotp_streams.contracts.frames import Measurand, PmuFrame, Reading
+from dsotp_streams.contracts.frames import Measurand, PmuFrame, Reading, Rejected
 from dsotp_streams.errors import FrameError
 
-__all__ = ["VillasColumn", "VillasRejected", "read_columns", "villas_to_frames"]
+__all__ = ["VillasColumn", "read_columns", "villas_to_frames"]
 
 _COLUMN = re.compile(r"^(?P<node>[A-Za-z0-9_\-]+)\.(?P<quantity>V|I)\.(?P<part>mag|phase)$")
 _MEASURAND = {
@@ -36,14 +36,6 @@ class VillasColumn:
 
     node: str
     measurand: Measurand
-
-
-@dataclass(frozen=True)
-class VillasRejected:
-    """A record or sample that could not be converted, with where and why."""
-
-    line: int
-    reason: str
 
 
 def read_columns(path: Path) -> list[VillasColumn]:
@@ -65,22 +57,22 @@ def read_columns(path: Path) -> list[VillasColumn]:
 
 def villas_to_frames(
     lines: Iterable[str], columns: list[VillasColumn], *, device_prefix: str = "dpsim-"
-) -> Iterator[PmuFrame | VillasRejected]:
-    """Frames per node per sample, in record order; unusable samples as VillasRejected."""
+) -> Iterator[PmuFrame | Rejected]:
+    """Frames per node per sample, in record order; unusable samples as Rejected."""
     for number, line in enumerate(lines, start=1):
         if not line.strip():
             continue
         try:
             record = json.loads(line)
         except json.JSONDecodeError as exc:
-            yield VillasRejected(number, f"not JSON: {exc.msg} at column {exc.colno}")
+            yield Rejected(number, f"not JSON: {exc.msg} at column {exc.colno}")
             continue
         samples = record if isinstance(record, list) else [record]
         for sample in samples:
             try:
                 yield from _sample_frames(sample, columns, device_prefix)
             except FrameError as exc:
-                yield VillasRejected(number, str(exc))
+                yield Rejected(number, str(exc))
 
 
 def _sample_frames(sample: object, columns: list[VillasColumn], prefix: str) -> list[PmuFrame]:

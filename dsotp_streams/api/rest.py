@@ -21,10 +21,10 @@ from pydantic import AwareDatetime, BaseModel, Field
 from starlette.exceptions import HTTPException
 
 from dsotp_streams import __version__
-from dsotp_streams.api.results import Cursor, CursorError, Page, ResultStore, TimeRange
+from dsotp_streams.api.results import Cursor, Page, ResultStore, TimeRange
 from dsotp_streams.contracts.agent import AgentSpec
 from dsotp_streams.contracts.storage import ts_ns
-from dsotp_streams.errors import DsotpError
+from dsotp_streams.errors import CursorError, DsotpError
 
 __all__ = ["create_api", "openapi_document"]
 

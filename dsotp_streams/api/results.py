@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from dsotp_streams.adapters.store import DuckStore
-from dsotp_streams.errors import DsotpError
+from dsotp_streams.errors import CursorError, DsotpError
 from dsotp_streams.settings import InfluxSettings, Settings
 
 __all__ = [
@@ -29,10 +29,6 @@ __all__ = [
 ]
 
 _MAX_PER_INSTANT = 2000  # rows of one measurement and area at one time (buses, lines, nodes)
-
-
-class CursorError(DsotpError):
-    """A page cursor that this API did not issue."""
 
 
 @dataclass(frozen=True)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
@@ -17,6 +18,7 @@ __all__ = [
     "Phase",
     "PmuFrame",
     "Reading",
+    "Rejected",
     "parse_frame",
     "to_utc",
 ]
@@ -165,3 +167,12 @@ def parse_frame(payload: bytes | str) -> PmuFrame:
         return PmuFrame.model_validate_json(payload)
     except ValidationError as exc:
         raise FrameError(_describe(exc)) from exc
+
+
+@dataclass(frozen=True)
+class Rejected:
+    """Input that is not a usable frame (a line of a file, a sample of a record), and why;
+    every reader of frames yields these beside its frames."""
+
+    line: int
+    reason: str

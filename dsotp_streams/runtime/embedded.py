@@ -40,7 +40,7 @@ from dsotp_streams.emulator import PmuFleet
 from dsotp_streams.errors import TransportError
 from dsotp_streams.runtime.backoff import Backoff
 from dsotp_streams.runtime.sinks import RowSink
-from dsotp_streams.runtime.stages import FrameIntake, LoadHistory, WindowProcessor
+from dsotp_streams.runtime.stages import FrameIntake, IntakeOutcome, LoadHistory, WindowProcessor
 from dsotp_streams.settings import Settings
 
 __all__ = ["AreaPipeline", "Emulator", "EmulatorStats", "PipelineStats"]
@@ -85,6 +85,25 @@ class PipelineStats:
     dead_letters_dropped: int = 0  # the dead-letter queue was full (a flood)
     flisr_lag_ms: float = 0.0  # from the faulted window's start to the published plan
     estimate_age_ms_max: float = 0.0  # oldest window whose estimate began (max_window_age_s)
+
+    def count(self, outcome: IntakeOutcome) -> None:
+        """One frame message more, in the counter of its outcome."""
+        self.messages_in += 1
+        match outcome:
+            case IntakeOutcome.VALID:
+                self.frames_valid += 1
+            case IntakeOutcome.INVALID:
+                self.invalid += 1
+            case IntakeOutcome.IMPLAUSIBLE:
+                self.implausible += 1
+            case IntakeOutcome.LATE:
+                self.late += 1
+            case IntakeOutcome.DUPLICATE:
+                self.duplicate += 1
+            case IntakeOutcome.UNKNOWN_DEVICE:
+                self.unknown_device += 1
+            case IntakeOutcome.FUTURE:
+                self.future += 1
 
 
 @dataclass
@@ -251,9 +270,8 @@ class AreaPipeline:
             while len(self._truth) > self.settings.runtime.truth_history:
                 self._truth.popitem(last=False)
             return
-        self.stats.messages_in += 1
         result = self.intake.offer(bytes(raw))
-        setattr(self.stats, result.counter, getattr(self.stats, result.counter) + 1)
+        self.stats.count(result.outcome)
         if result.reason is not None:
             await self._dead_letter(topic, raw, result.reason, device=result.device)
             return

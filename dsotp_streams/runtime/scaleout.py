@@ -280,7 +280,7 @@ class KafkaWorker:
             for item in batch.frames:
                 raw = item.payload.encode()
                 result = area.intake.offer(raw)
-                self._count(result.counter)
+                self.stats.count(result.outcome)
                 if result.reason is not None:
                     await self._dead_letter(
                         batch.area, item.topic, raw, result.reason, result.device
@@ -290,10 +290,6 @@ class KafkaWorker:
                     newest = slot if newest is None else max(newest, slot)
             area.unacked.append((event, newest))
             await self._close(batch.area, area)
-
-    def _count(self, counter: str) -> None:
-        self.stats.messages_in += 1
-        setattr(self.stats, counter, getattr(self.stats, counter) + 1)
 
     async def _tick(self) -> None:
         for name, area in list(self._areas.items()):

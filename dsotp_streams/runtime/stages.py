@@ -11,6 +11,7 @@ import logging
 import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from enum import StrEnum
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -39,6 +40,7 @@ log = logging.getLogger(__name__)
 __all__ = [
     "FrameIntake",
     "Intake",
+    "IntakeOutcome",
     "LoadHistory",
     "Processed",
     "WindowProcessor",
@@ -50,12 +52,31 @@ def _utcnow() -> datetime:
     return datetime.now(tz=UTC)
 
 
+class IntakeOutcome(StrEnum):
+    """What became of one frame message; each lands in one counter of the runtimes' stats."""
+
+    VALID = "frames_valid"
+    INVALID = "invalid"
+    IMPLAUSIBLE = "implausible"
+    LATE = "late"
+    DUPLICATE = "duplicate"
+    UNKNOWN_DEVICE = "unknown_device"
+    FUTURE = "future"
+
+
+_FROM_ALIGNER = {
+    AlignOutcome.LATE: IntakeOutcome.LATE,
+    AlignOutcome.DUPLICATE: IntakeOutcome.DUPLICATE,
+    AlignOutcome.UNKNOWN_DEVICE: IntakeOutcome.UNKNOWN_DEVICE,
+    AlignOutcome.FUTURE: IntakeOutcome.FUTURE,
+}
+
+
 @dataclass(frozen=True)
 class Intake:
-    """What became of one message: `counter` names the statistic it lands in; a `reason`
-    means it goes to the dead-letter topic."""
+    """What became of one message; a `reason` means it goes to the dead-letter topic."""
 
-    counter: str
+    outcome: IntakeOutcome
     frame: PmuFrame | None = None
     reason: str | None = None
     device: str | None = None
@@ -112,15 +133,19 @@ class FrameIntake:
         """One frame message, as received."""
         self._last_offer = time.monotonic()
         if len(raw) > self.max_payload_bytes:
-            return Intake("invalid", reason=f"payload of {len(raw)} bytes exceeds the limit")
+            return Intake(
+                IntakeOutcome.INVALID, reason=f"payload of {len(raw)} bytes exceeds the limit"
+            )
         try:
             frame = parse_frame(raw)
         except FrameError as exc:
-            return Intake("invalid", reason=f"invalid frame: {exc}")
+            return Intake(IntakeOutcome.INVALID, reason=f"invalid frame: {exc}")
         problem = self.frame_check.problem(frame)
         if problem is not None:
             return Intake(
-                "implausible", reason=f"implausible frame: {problem}", device=frame.device
+                IntakeOutcome.IMPLAUSIBLE,
+                reason=f"implausible frame: {problem}",
+                device=frame.device,
             )
         # a frame from the future (by the wall clock, whatever the mode) never moves the clock
         outcome = self.aligner.add(frame, now=max(self.now(), _utcnow()))
@@ -128,12 +153,12 @@ class FrameIntake:
             stamp = frame.timestamp
             if self.event_time and (self._event_now is None or stamp > self._event_now):
                 self._event_now = stamp
-            return Intake("frames_valid", frame=frame, device=frame.device)
+            return Intake(IntakeOutcome.VALID, frame=frame, device=frame.device)
         if outcome is AlignOutcome.UNKNOWN_DEVICE:
             reason = f"unknown device {frame.device!r} for area {self.spec.area!r}"
         else:
             reason = _REASONS[outcome]
-        return Intake(outcome.value, reason=reason, device=frame.device)
+        return Intake(_FROM_ALIGNER[outcome], reason=reason, device=frame.device)
 
     def poll(self) -> list[Window]:
         """The windows that are complete or whose wait has passed, oldest first."""

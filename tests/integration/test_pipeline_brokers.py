@@ -151,9 +151,14 @@ def test_pipeline_estimates_reach_outside_subscriber_and_garbage_is_dead_lettere
     lags = [t - e.window_start.timestamp() for t, e in zip(arrival, estimates, strict=True)]
     assert max(lags) < 1.0, max(lags)
     assert max(e.max_true_dvm_pu or 0.0 for e in ok) < 0.01
-    # every piece of garbage is dead-lettered with a reason, none crashes the service
-    reasons = [d.reason for d in dead]
-    assert len(dead) == len(GARBAGE), (reasons, summary.pipeline)
+    # every piece of garbage is dead-lettered with a reason, none crashes the service (a real
+    # PMU's frame that came after its window closed is dead-lettered too, as late: seen with
+    # RabbitMQ, 60 frames of five PMUs in one run; the share of windows estimated is above)
+    garbage = [d for d in dead if d.topic.endswith("/pmu/garbage")]
+    others = {d.reason for d in dead if not d.topic.endswith("/pmu/garbage")}
+    assert others <= {"late: its window was already closed"}, others
+    reasons = [d.reason for d in garbage]
+    assert len(garbage) == len(GARBAGE), (reasons, summary.pipeline)
     assert any("json" in r.lower() for r in reasons)
     assert any("device" in r for r in reasons)
     assert any("measurand" in r for r in reasons)

@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 from dsotp_streams.adapters.villas import (
+    Rejected,
     VillasColumn,
-    VillasRejected,
     read_columns,
     villas_to_frames,
 )
@@ -30,9 +30,9 @@ def _record(data: list[float], seconds: int = 1_551_884_430, ns: int = 319_805_0
 
 def test_villas_sample_becomes_one_frame_per_node() -> None:
     out = list(villas_to_frames([_record([110e3, 0.0, 19.8e3, -0.03])], COLUMNS))
-    assert [f.device for f in out if not isinstance(f, VillasRejected)] == ["dpsim-n0", "dpsim-n1"]
+    assert [f.device for f in out if not isinstance(f, Rejected)] == ["dpsim-n0", "dpsim-n1"]
     frame = out[1]
-    assert not isinstance(frame, VillasRejected)
+    assert not isinstance(frame, Rejected)
     assert frame.timestamp.isoformat() == "2019-03-06T15:00:30.319805+00:00"
     assert [(r.component, r.measurand, r.data) for r in frame.readings] == [
         ("N1", Measurand.VOLTMAGNITUDE, 19.8e3),
@@ -53,7 +53,7 @@ def test_villas_sample_becomes_one_frame_per_node() -> None:
 def test_villas_bad_samples_are_rejected_with_a_reason(line: str, reason: str) -> None:
     good = _record([110e3, 0.0, 19.8e3, -0.03])
     out = list(villas_to_frames([line, good], COLUMNS))
-    rejected = [x for x in out if isinstance(x, VillasRejected)]
+    rejected = [x for x in out if isinstance(x, Rejected)]
     assert len(rejected) == 1 and rejected[0].line == 1 and reason in rejected[0].reason
     assert len(out) == 3  # the good sample after it still converts
 

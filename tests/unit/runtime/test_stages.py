@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta
 from dsotp_streams.contracts.agent import AgentSpec
 from dsotp_streams.core.grid import GridModel
 from dsotp_streams.emulator import PmuFleet
-from dsotp_streams.runtime.stages import FrameIntake
+from dsotp_streams.runtime.stages import FrameIntake, IntakeOutcome
 
 T0 = datetime(2025, 6, 1, 12, 0, tzinfo=UTC)  # a replay: long before the wall clock
 
@@ -33,7 +33,7 @@ def test_event_time_windows_close_by_the_frames_clock_not_by_a_busy_consumer(
     stage = intake(spec, grid)
     frames = payloads(spec, grid, 3)
     for raw in frames[0][:5]:  # half of instant 0
-        assert stage.offer(raw).counter == "frames_valid"
+        assert stage.offer(raw).outcome is IntakeOutcome.VALID
     time.sleep(0.2)  # busy longer than the wait (150 ms), less than idle_close_s: no close
     assert stage.poll() == []
     for raw in frames[0][5:] + frames[1]:
@@ -66,8 +66,8 @@ def test_a_frame_from_the_future_is_rejected_and_does_not_move_the_clock(
         b"2025-06-01", str(datetime.now(tz=UTC).year + 1).encode() + b"-06-01"
     )
     result = stage.offer(future)
-    assert result.counter == "future"
+    assert result.outcome is IntakeOutcome.FUTURE
     assert result.reason == "timestamp too far in the future"
     for raw in frames[0][2:]:
-        assert stage.offer(raw).counter == "frames_valid"
+        assert stage.offer(raw).outcome is IntakeOutcome.VALID
     assert stage.poll() == []  # instant 0 still waits for the device whose frame was bad
