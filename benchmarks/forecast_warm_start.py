@@ -27,8 +27,8 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from dsotp_streams.adapters.grids import load_grid  # noqa: E402
+from dsotp_streams.adapters.results import InfluxResults  # noqa: E402
 from dsotp_streams.adapters.store import DuckStore  # noqa: E402
-from dsotp_streams.api.results import InfluxResults  # noqa: E402
 from dsotp_streams.contracts.agent import load_agent_spec  # noqa: E402
 from dsotp_streams.runtime.stages import LoadHistory, WindowProcessor  # noqa: E402
 from tests.integration.databases import InfluxServer  # noqa: E402

@@ -26,13 +26,13 @@ from rich.table import Table
 from dsotp_streams.adapters.grids import load_grid
 from dsotp_streams.adapters.mqtt import EmbeddedBroker, MqttEndpoint, endpoint_from_settings
 from dsotp_streams.adapters.recording import RecordingWriter
+from dsotp_streams.api.outputs import Outputs
 from dsotp_streams.contracts.agent import AgentSpec, load_agent_spec
 from dsotp_streams.core.grid import GridModel
 from dsotp_streams.emulator.history import backfill_rows
 from dsotp_streams.errors import DsotpError
 from dsotp_streams.logs import configure_logging
 from dsotp_streams.runtime.embedded import AreaPipeline, Emulator, EmulatorStats, PipelineStats
-from dsotp_streams.runtime.outputs import Outputs
 from dsotp_streams.settings import MqttSettings, Settings
 
 __all__ = ["DemoSummary", "demo", "emulate", "run", "run_demo"]

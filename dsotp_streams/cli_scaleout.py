@@ -62,8 +62,8 @@ def register(app: typer.Typer) -> None:
         """The REST API over the store: areas, state, forecasts, FLISR, quality, metrics."""
         import uvicorn
 
+        from dsotp_streams.adapters.results import results_from_settings
         from dsotp_streams.api.rest import create_api, openapi_document
-        from dsotp_streams.api.results import results_from_settings
         from dsotp_streams.contracts.agent import load_agent_specs
         from dsotp_streams.errors import DsotpError
 

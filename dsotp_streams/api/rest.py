@@ -21,7 +21,7 @@ from pydantic import AwareDatetime, BaseModel, Field
 from starlette.exceptions import HTTPException
 
 from dsotp_streams import __version__
-from dsotp_streams.api.results import Cursor, Page, ResultStore, TimeRange
+from dsotp_streams.adapters.results import Cursor, Page, ResultStore, TimeRange
 from dsotp_streams.contracts.agent import AgentSpec
 from dsotp_streams.contracts.storage import ts_ns
 from dsotp_streams.errors import CursorError, DsotpError
@@ -416,8 +416,8 @@ def openapi_document() -> str:
     """The API's OpenAPI document as committed in `docs/openapi.json` (stable text)."""
     import json
 
+    from dsotp_streams.adapters.results import DuckResults
     from dsotp_streams.adapters.store import DuckStore
-    from dsotp_streams.api.results import DuckResults
 
     app = create_api(store=DuckResults(DuckStore(":memory:")), specs={}, token="-")
     return json.dumps(app.openapi(), indent=2, sort_keys=True) + "\n"

@@ -136,8 +136,8 @@ class FlisrSpec(_Frozen):
     incomplete_wait_windows: int = Field(
         default=2,
         ge=0,
-        description="a fault seen in a window that misses PMUs waits up to this many windows "
-        "for one that has them all before it is located",
+        description="fault signs in a window that misses PMUs (a late frame, a lost device) "
+        "wait up to this many windows for one that has them all before a case opens",
     )
     publish_commands: bool = Field(
         default=False, description="also publish the switching sequence as commands"

@@ -497,16 +497,26 @@ class FaultDetector:
             for k, i in i_now.items()
             if self.baseline.get(k, 0.0) > 1.0 and i < 0.05 * self.baseline[k]
         )
-        # devices that reported in the last window and not in this one
+        # devices that reported in the last window kept and not in this one
         lost = sorted(self._seen - set(window.frames)) if self._seen else []
-        self._seen = set(window.frames)
         failing = self._failed_estimates >= self.spec.failed_estimates
         if not any(passage.values()) and not low and not tripped and not lost and not failing:
             self._waited = 0
+            self._seen = set(window.frames)
             for k, i in i_now.items():  # learn the normal currents (slow average)
                 old = self.baseline.get(k)
                 self.baseline[k] = i if old is None else 0.9 * old + 0.1 * i
             return None
+        # a window whose frames from some PMUs came late shows a fault only in part: located
+        # from the rest, the furthest overcurrent is missing and the section wrong (seen on a
+        # loaded machine: Line 1-2 for a fault on Line 8-9), and a late frame looks like a lost
+        # device; wait a few windows for a complete one (the last complete window stays the
+        # reference, so a device that is really gone is still reported, after the wait)
+        if window.missing_devices and self._waited < self.spec.incomplete_wait_windows:
+            self._waited += 1
+            return None
+        self._waited = 0
+        self._seen = set(window.frames)
         # one case per fault: a case without fault passage (lost devices, a trip, failing
         # estimates) must not hold back the case of a fault that PMUs do see, so each kind
         # has its own cooldown
@@ -514,14 +524,6 @@ class FaultDetector:
         last = self._last_case.get(located)
         if last is not None and (window.window_start - last).total_seconds() < self.spec.cooldown_s:
             return None
-        # a fault in a window whose frames from some PMUs came late is located from the rest:
-        # the furthest overcurrent is then missing and the section wrong, and the cooldown would
-        # keep the right one out (seen on a loaded machine: Line 1-2 for a fault on Line 8-9);
-        # wait a few windows for a complete one
-        if located and window.missing_devices and self._waited < self.spec.incomplete_wait_windows:
-            self._waited += 1
-            return None
-        self._waited = 0
         self._last_case[located] = window.window_start
         parts = []
         if any(passage.values()):

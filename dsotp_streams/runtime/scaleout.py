@@ -35,7 +35,7 @@ from faust.types import TP, EventT, StreamT, TransportT
 
 from dsotp_streams.adapters.grids import load_grid
 from dsotp_streams.adapters.kafka import KafkaTopics, bootstrap_servers, ssl_context
-from dsotp_streams.api.results import InfluxResults
+from dsotp_streams.adapters.results import InfluxResults
 from dsotp_streams.contracts.agent import AgentSpec, load_agent_specs
 from dsotp_streams.contracts.messages import DeadLetter, EstimateStatus, FrameBatch, Window
 from dsotp_streams.contracts.storage import rows_from_estimate, rows_from_flisr, rows_from_forecast

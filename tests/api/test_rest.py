@@ -14,9 +14,9 @@ from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from schemathesis.checks import not_a_server_error
 
+from dsotp_streams.adapters.results import DuckResults, InfluxResults, ResultStore
 from dsotp_streams.adapters.store import DuckStore
 from dsotp_streams.api.rest import create_api, openapi_document
-from dsotp_streams.api.results import DuckResults, InfluxResults, ResultStore
 from dsotp_streams.contracts.agent import AgentSpec
 from dsotp_streams.contracts.messages import Window
 from dsotp_streams.contracts.storage import Row, rows_from_estimate

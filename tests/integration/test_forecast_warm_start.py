@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 
 from dsotp_streams.adapters.forecasters import save_forecaster
+from dsotp_streams.adapters.results import InfluxResults
 from dsotp_streams.adapters.store import DuckStore
-from dsotp_streams.api.results import InfluxResults
 from dsotp_streams.contracts.agent import AgentSpec
 from dsotp_streams.contracts.messages import EstimateStatus, Window
 from dsotp_streams.contracts.storage import Row

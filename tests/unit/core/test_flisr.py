@@ -214,3 +214,26 @@ def test_a_fault_seen_without_every_pmu_waits_for_a_complete_window(
         assert fresh.observe(_window(spec, fleet, T0 + timedelta(milliseconds=100 * k))) is None
     outcomes = [fresh.observe(partial) for _ in range(3)]
     assert outcomes[:2] == [None, None] and outcomes[2] is not None
+
+
+def test_a_late_frame_is_not_a_lost_device_but_a_device_gone_is(
+    spec: AgentSpec, grid: GridModel
+) -> None:
+    fleet, detector = PmuFleet(spec, grid), FaultDetector(spec, grid)
+    windows = [_window(spec, fleet, T0 + timedelta(milliseconds=100 * k)) for k in range(30)]
+    for window in windows[:10]:
+        assert detector.observe(window) is None
+
+    def without(window: Window, device: str) -> Window:
+        frames = {d: f for d, f in window.frames.items() if d != device}
+        return window.model_copy(update={"frames": frames, "missing_devices": [device]})
+
+    # pmu-n3's frame of one instant came late: the window closed without it, no case
+    assert detector.observe(without(windows[10], "pmu-n3")) is None
+    for window in windows[11:15]:
+        assert detector.observe(window) is None
+    # pmu-n5 is gone: after the wait for a complete window, the case opens
+    outcomes = [detector.observe(without(w, "pmu-n5")) for w in windows[15:18]]
+    assert outcomes[:2] == [None, None]
+    case = outcomes[2]
+    assert case is not None and case.trigger == "devices lost: pmu-n5"

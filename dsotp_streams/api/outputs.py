@@ -11,10 +11,10 @@ from dataclasses import asdict
 from types import TracebackType
 from typing import Any
 
+from dsotp_streams.adapters.results import DuckResults, InfluxResults
 from dsotp_streams.adapters.store import DuckStore
 from dsotp_streams.api.live import LiveHub, create_live_app
 from dsotp_streams.api.rest import create_api
-from dsotp_streams.api.results import DuckResults, InfluxResults
 from dsotp_streams.contracts.agent import AgentSpec
 from dsotp_streams.contracts.messages import StateEstimate
 from dsotp_streams.core.grid import GridModel
