@@ -2,9 +2,13 @@
 # picks the command). Slim, non-root, no build tools in the final stage.
 FROM python:3.11-slim AS build
 WORKDIR /src
+COPY requirements/runtime.lock ./
+# the same lock as scripts/setup.sh: exact versions, checked against their hashes
+RUN pip wheel --no-cache-dir --require-hashes --wheel-dir /wheels -r runtime.lock
 COPY pyproject.toml README.md ./
 COPY dsotp_streams ./dsotp_streams
-RUN pip wheel --no-cache-dir --wheel-dir /wheels .
+RUN pip install --no-cache-dir --require-hashes -r runtime.lock \
+    && pip wheel --no-cache-dir --no-deps --no-build-isolation --wheel-dir /wheels .
 
 FROM python:3.11-slim
 # LightGBM needs the OpenMP runtime
@@ -16,7 +20,8 @@ RUN apt-get update \
     && useradd --system --uid 10001 --gid dsotp --home-dir /app --shell /usr/sbin/nologin dsotp
 WORKDIR /app
 COPY --from=build /wheels /wheels
-RUN pip install --no-cache-dir /wheels/*.whl && rm -rf /wheels
+RUN pip install --no-cache-dir --no-index --find-links /wheels /wheels/dsotp_streams-*.whl \
+    && rm -rf /wheels
 COPY agents /etc/dsotp/agents
 ENV DSOTP_AGENTS_DIR=/etc/dsotp/agents \
     PYTHONUNBUFFERED=1 \

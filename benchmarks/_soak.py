@@ -5,10 +5,13 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
+import shutil
 import socket
 import time
 from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from datetime import datetime, timedelta
+from pathlib import Path
 
 import numpy as np
 
@@ -17,6 +20,29 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+@asynccontextmanager
+async def mosquitto(folder: Path, *, options: str = "") -> AsyncIterator[int]:
+    """A Mosquitto on a free loopback port (its port), stopped on exit; `options` are more lines
+    of its configuration."""
+    port = free_port()
+    conf = folder / "mosquitto.conf"
+    conf.write_text(
+        f"listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n{options}"
+    )
+    broker = await asyncio.create_subprocess_exec(
+        shutil.which("mosquitto") or "/usr/sbin/mosquitto",
+        "-c",
+        str(conf),
+        stderr=asyncio.subprocess.DEVNULL,
+    )
+    try:
+        await asyncio.sleep(0.3)
+        yield port
+    finally:
+        broker.terminate()
+        await broker.wait()
 
 
 def percentiles(lags_ms: list[float]) -> tuple[float, float, float]:

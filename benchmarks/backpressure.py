@@ -25,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks._soak import free_port, percentiles
+from benchmarks._soak import mosquitto, percentiles
 from dsotp_streams.adapters.grids import load_grid
 from dsotp_streams.adapters.mqtt import MqttEndpoint
 from dsotp_streams.contracts.agent import load_agent_spec
@@ -126,23 +126,12 @@ def _report(name: str, out: Outcome) -> tuple[float, float, float]:
 
 async def main_async(args: argparse.Namespace) -> None:
     folder = Path(tempfile.mkdtemp(prefix="dsotp-bp-"))
-    port = free_port()
-    conf = folder / "mosquitto.conf"
-    conf.write_text(f"listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n")
-    broker = await asyncio.create_subprocess_exec(
-        shutil.which("mosquitto") or "/usr/sbin/mosquitto",
-        "-c",
-        str(conf),
-        stderr=asyncio.subprocess.DEVNULL,
-    )
     try:
-        await asyncio.sleep(0.3)
-        endpoint = MqttEndpoint("127.0.0.1", port)
-        baseline = await _one(endpoint, seconds=args.seconds, max_age_s=0.0)
-        limited = await _one(endpoint, seconds=args.seconds, max_age_s=args.max_age)
+        async with mosquitto(folder) as port:
+            endpoint = MqttEndpoint("127.0.0.1", port)
+            baseline = await _one(endpoint, seconds=args.seconds, max_age_s=0.0)
+            limited = await _one(endpoint, seconds=args.seconds, max_age_s=args.max_age)
     finally:
-        broker.terminate()
-        await broker.wait()
         shutil.rmtree(folder, ignore_errors=True)
     base = _report("window queue alone (max_window_age_s = 0)", baseline)
     new = _report(f"window queue and age limit (max_window_age_s = {args.max_age:g})", limited)

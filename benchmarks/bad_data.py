@@ -46,7 +46,7 @@ def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     rng = np.random.default_rng(args.seed)
     spec, grid = agent_for("cigre-mv")
-    mapping = MeasurementMap(spec, grid)
+    mapping = MeasurementMap(spec, grid=grid)
     options = WlsOptions(
         chi2_confidence=spec.estimator.chi2_confidence,
         lnr_threshold=spec.estimator.lnr_threshold,
@@ -59,10 +59,10 @@ def main() -> None:
     times = []
     for window, _v in data:
         ms = mapping.build(window)
-        clean = solve_wls(grid, ms, options=options, cache=cache)
+        clean = solve_wls(grid, ms=ms, options=options, cache=cache)
         if clean.bad_data or not clean.passes_chi2:
             false_alarms += 1
-        ratio = residual_variances(grid, ms, clean.v) / ms.sigma**2
+        ratio = residual_variances(grid, ms=ms, v=clean.v) / ms.sigma**2
         real = ~ms.pseudo & ~ms.exact
         for name, (low, high) in classes.items():
             candidates = np.flatnonzero(real & (ratio >= low) & (ratio < high))
@@ -71,7 +71,7 @@ def main() -> None:
             index = int(rng.choice(candidates))
             bad = with_error(ms, index, args.gross, float(rng.choice([-1.0, 1.0])))
             start = time.perf_counter()
-            result = solve_wls(grid, bad, options=options, cache=cache)
+            result = solve_wls(grid, ms=bad, options=options, cache=cache)
             times.append((time.perf_counter() - start) * 1e3)
             counts[name][0] += 1
             if result.bad_data:

@@ -49,18 +49,18 @@ def bench(name: str, n_windows: int, n_pandapower: int) -> dict[str, float]:
     spec, grid = agent_for(name)
     named = np.array([idx for _name, idx in grid.named_buses])
     data = windows(spec, grid, n_windows)
-    mapping = MeasurementMap(spec, grid)
-    estimator = Estimator(spec, grid)
+    mapping = MeasurementMap(spec, grid=grid)
+    estimator = Estimator(spec, grid=grid)
     cache = WlsCache(grid)
     options = WlsOptions(bad_data=False)
     sets = [mapping.build(w) for w, _v in data]
     gc.freeze()  # as the runtimes do after start-up: the grid model's objects are never garbage
-    solve_wls(grid, sets[0], options=options, cache=cache)  # plan and rank check, once
+    solve_wls(grid, ms=sets[0], options=options, cache=cache)  # plan and rank check, once
     estimator.estimate(data[0][0])
     ours_ms, full_ms, ours_err = [], [], []
     for (window, v_true), ms in zip(data, sets, strict=True):
         start = time.perf_counter()
-        ours = solve_wls(grid, ms, options=options, cache=cache)
+        ours = solve_wls(grid, ms=ms, options=options, cache=cache)
         ours_ms.append((time.perf_counter() - start) * 1e3)
         start = time.perf_counter()
         estimator.estimate(window)
@@ -71,7 +71,7 @@ def bench(name: str, n_windows: int, n_pandapower: int) -> dict[str, float]:
     for (_window, v_true), ms in list(zip(data, sets, strict=True))[:n_pandapower]:
         start = time.perf_counter()
         try:
-            theirs = solve_pandapower(grid, ms)
+            theirs = solve_pandapower(grid, ms=ms)
         except DsotpError:
             failed += 1
             continue
@@ -80,10 +80,10 @@ def bench(name: str, n_windows: int, n_pandapower: int) -> dict[str, float]:
         pp_err.append(float(np.max(np.abs(np.abs(theirs[named]) - np.abs(v_true[named])))))
         same = comparable(ms)
         try:
-            a = solve_pandapower(grid, same)
+            a = solve_pandapower(grid, ms=same)
         except DsotpError:
             continue
-        b = solve_wls(grid, same, options=options)
+        b = solve_wls(grid, ms=same, options=options)
         agree.append(float(np.max(np.abs(np.abs(a[named]) - np.abs(b.v[named])))))
     o, f, p = statistics.median(ours_ms), statistics.median(full_ms), statistics.median(pp_ms)
     log.info(

@@ -29,7 +29,7 @@ log = logging.getLogger("benchmarks.flisr")
 
 def sweep(name: str, limit: int | None) -> None:
     spec, grid = agent_for(name)
-    planner = FlisrPlanner(grid, spec.flisr)
+    planner = FlisrPlanner(grid, spec=spec.flisr)
     lines = [r.name for r in grid.branches.values() if r.element == "line"]
     lines = [ln for ln in lines if planner.normal.degree(planner.element_of[ln]) >= 2][:limit]
     base = PmuFleet(spec, grid)
@@ -37,7 +37,7 @@ def sweep(name: str, limit: int | None) -> None:
     hits = exact = passed = restored_any = 0
     times, confidences = [], []
     for line in lines:
-        fleet, detector = PmuFleet(spec, grid), FaultDetector(spec, grid)
+        fleet, detector = PmuFleet(spec, grid), FaultDetector(spec, grid=grid)
         for k in range(4):
             instant = fleet.step(T0 + k * timedelta(milliseconds=100))
             frames = {f.device: f for f in instant.frames}
@@ -53,7 +53,7 @@ def sweep(name: str, limit: int | None) -> None:
         ref = grid.branches[line]
         far = max((ref.from_bus, ref.to_bus), key=lambda b: depth.get(b, 0))
         ts = T0 + timedelta(seconds=1)
-        v_fault = fault_state(grid, instant.v, far)
+        v_fault = fault_state(grid, v_prefault=instant.v, bus=far)
         frames = {f.device: f for f in fleet.frames_for(ts, v_fault)}
         start = time.perf_counter()
         observation = detector.observe(

@@ -31,9 +31,8 @@ from dsotp_streams.core.estimation import Estimator
 from dsotp_streams.core.forecasting import (
     QUANTILES,
     QuantileForecaster,
-    SeasonalNaive,
+    backtest,
     day_ahead_origins,
-    score,
 )
 from dsotp_streams.core.powerflow import run_power_flow
 from dsotp_streams.emulator import PmuFleet
@@ -49,56 +48,32 @@ def part1(nodes: int) -> None:
     start = time.perf_counter()
     model = QuantileForecaster(steps_per_day=spd).fit(y[:split], start=profiles.start)
     train_s = time.perf_counter() - start
-    naive = SeasonalNaive(spd).fit(y[:split])
-    origins = day_ahead_origins(len(y), spd, start=split)
-    ours: dict[float, list[np.ndarray]] = {a: [] for a in QUANTILES}
-    base: dict[float, list[np.ndarray]] = {a: [] for a in QUANTILES}
-    truth, refresh = [], []
-    for origin in origins:
-        start = time.perf_counter()
-        f = model.predict(y, origin)
-        refresh.append((time.perf_counter() - start) * 1e3)
-        b = naive.predict(y, origin, spd)
-        for a in QUANTILES:
-            ours[a].append(f[a])
-            base[a].append(b[a])
-        truth.append(y[origin : origin + spd])
-    obs = np.concatenate(truth)
-    scale = np.mean(np.abs(y[:split]), axis=0)
-    mine = [
-        score(
-            obs[:, j] / scale[j], {a: np.concatenate(ours[a])[:, j] / scale[j] for a in QUANTILES}
-        )
-        for j in range(y.shape[1])
-    ]
-    theirs = [
-        score(
-            obs[:, j] / scale[j], {a: np.concatenate(base[a])[:, j] / scale[j] for a in QUANTILES}
-        )
-        for j in range(y.shape[1])
-    ]
-    pm, pt = (float(np.mean([s.pinball for s in x])) for x in (mine, theirs))
+    result = backtest(model, y=y, steps_per_day=spd, split=split)
     log.info(
         "SimBench MV urban, %d nodes, %d test days (Oct-Dec 2016), day-ahead at 15 min",
         y.shape[1],
-        len(origins),
+        len(result.origins),
     )
-    for name, s in (("seasonal naive (week)", theirs), ("LightGBM quantile", mine)):
+    for name, scores in (
+        ("seasonal naive (week)", result.naive_scores),
+        ("LightGBM quantile", result.ours_scores),
+    ):
+        mean = result.mean(scores)
         log.info(
             "  %-22s nMAE %.3f  pinball %.4f  CRPS %.4f  80%% coverage %.3f",
             name,
-            np.mean([x.nmae for x in s]),
-            np.mean([x.pinball for x in s]),
-            np.mean([x.crps for x in s]),
-            np.mean([x.coverage for x in s]),
+            mean["nmae"],
+            mean["pinball"],
+            mean["crps"],
+            mean["coverage"],
         )
-    log.info("  pinball loss %.1f %% lower than seasonal naive", 100 * (1 - pm / pt))
+    log.info("  pinball loss %.1f %% lower than seasonal naive", 100 * result.pinball_gain)
     log.info(
         "  training (%d steps x %d nodes): %.1f s; one refresh for all nodes: %.1f ms median",
         split,
         y.shape[1],
         train_s,
-        statistics.median(refresh),
+        statistics.median(result.predict_ms),
     )
 
 
@@ -123,7 +98,7 @@ def part2() -> None:
     split = int(len(columns) * 0.75) // spd * spd
     model = QuantileForecaster(steps_per_day=spd).fit(columns[:split], start=profiles.start)
     fleet = PmuFleet(spec, grid)
-    nominal, forecast = Estimator(spec, grid), Estimator(spec, grid)
+    nominal, forecast = Estimator(spec, grid=grid), Estimator(spec, grid=grid)
     bus_of_load = grid.load_bus
     names = {idx: name for name, idx in grid.named_buses}
     measured = {grid.bus_index[d.bus] for d in devices}
@@ -131,8 +106,8 @@ def part2() -> None:
     errors: dict[str, list[float]] = {"nominal": [], "forecast": []}
     p_errors: dict[str, list[float]] = {"nominal": [], "forecast": []}
     max_err: dict[str, float] = {"nominal": 0.0, "forecast": 0.0}
-    for origin in day_ahead_origins(len(columns), spd, start=split):
-        f = model.predict(columns, origin)
+    for origin in day_ahead_origins(len(columns), steps_per_day=spd, start=split):
+        f = model.predict(columns, origin=origin)
         for step in range(0, spd, spd // 4):  # four instants a day
             t = origin + step
             factor = columns[t]

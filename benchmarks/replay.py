@@ -48,7 +48,7 @@ def main() -> None:
     grid = load_grid(spec.grid, base_dir=agent.parent, data_dir=data.parent)
     t_grid = time.perf_counter() - start
     start = time.perf_counter()
-    n = sum(1 for _ in OfflineEstimator(spec, grid).run(frames))
+    n = sum(1 for _ in OfflineEstimator(spec, grid=grid).run(frames))
     t_est = time.perf_counter() - start
     log.info(
         "read %d frames %.2f s | load the CGMES model %.2f s | align and estimate %d windows "

@@ -63,7 +63,7 @@ async def sustained(name: str, backend: SinkBackend, seconds: float) -> float:
     """Rows/s a sink writes when fed faster than it can take."""
     sink = RowSink(
         name,
-        backend,
+        backend=backend,
         batch_size=5000,
         flush_interval_s=0.05,
         max_buffer_rows=200_000,

@@ -31,7 +31,7 @@ profiles = load_profiles(spec.emulator.profiles).values if spec.emulator.profile
 # start the hour at 7:00 on a weekday, when the morning load rises
 start_step = 4 * 96 + 28
 fleet = PmuFleet(spec, grid, profiles[start_step:] if profiles is not None else None)
-estimator = Estimator(spec, grid)
+estimator = Estimator(spec, grid=grid)
 
 t0 = datetime(2026, 3, 2, 7, 0, tzinfo=UTC)
 rows = []

@@ -8,47 +8,29 @@
 
 # %%
 import matplotlib.pyplot as plt
-import numpy as np
 import pandas as pd
 
 from dsotp_streams.adapters.profiles import load_profiles
-from dsotp_streams.core.forecasting import (
-    QUANTILES,
-    QuantileForecaster,
-    SeasonalNaive,
-    day_ahead_origins,
-    score,
-)
+from dsotp_streams.core.forecasting import QUANTILES, QuantileForecaster, backtest
 
 profiles = load_profiles("simbench:1-MV-urban--0-sw", nodes=30)
 y, spd = profiles.values, profiles.steps_per_day
 split = int(len(y) * 0.75) // spd * spd
 model = QuantileForecaster(steps_per_day=spd).fit(y[:split], start=profiles.start)
-naive = SeasonalNaive(spd).fit(y[:split])
-origins = day_ahead_origins(len(y), spd, start=split)
-ours = [model.predict(y, o) for o in origins]
-base = [naive.predict(y, o, spd) for o in origins]
-observed = np.concatenate([y[o : o + spd] for o in origins])
-print(f"{len(origins)} day-ahead forecasts for {y.shape[1]} nodes")
+result = backtest(model, y=y, steps_per_day=spd, split=split)
+observed = result.observed
+print(f"{len(result.origins)} day-ahead forecasts for {y.shape[1]} nodes")
 
 # %% [markdown]
 # ## Scores per model (mean over nodes, each node scaled by its mean load)
 
 # %%
-scale = np.mean(np.abs(y[:split]), axis=0)
-
-
-def scores(forecasts: list[dict[float, np.ndarray]]) -> dict[str, float]:
-    per_node = [
-        score(observed[:, j] / scale[j],
-              {a: np.concatenate([f[a] for f in forecasts])[:, j] / scale[j] for a in QUANTILES})
-        for j in range(y.shape[1])
-    ]
-    return {k: float(np.mean([getattr(s, k) for s in per_node]))
-            for k in ("nmae", "pinball", "crps", "coverage")}
-
-
-pd.DataFrame({"seasonal naive": scores(base), "LightGBM quantile": scores(ours)}).T.round(4)
+pd.DataFrame(
+    {
+        "seasonal naive": result.mean(result.naive_scores),
+        "LightGBM quantile": result.mean(result.ours_scores),
+    }
+).T.round(4)
 
 # %% [markdown]
 # ## A week of forecasts for three nodes, with their 10-90 % bands
@@ -58,9 +40,9 @@ week = 7
 t = pd.date_range(profiles.start, periods=len(y), freq="15min")[split : split + week * spd]
 fig, axes = plt.subplots(3, 1, figsize=(13, 9), sharex=True)
 for ax, node in zip(axes, [0, 7, 21], strict=True):
-    lo = np.concatenate([f[QUANTILES[0]][:, node] for f in ours[:week]])
-    mid = np.concatenate([f[0.5][:, node] for f in ours[:week]])
-    hi = np.concatenate([f[QUANTILES[-1]][:, node] for f in ours[:week]])
+    lo = result.ours[QUANTILES[0]][: week * spd, node]
+    mid = result.ours[0.5][: week * spd, node]
+    hi = result.ours[QUANTILES[-1]][: week * spd, node]
     ax.fill_between(t, lo, hi, alpha=0.3, label="10-90 %")
     ax.plot(t, mid, label="median")
     ax.plot(t, observed[: week * spd, node], color="black", lw=0.8, label="what came")

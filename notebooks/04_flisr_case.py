@@ -24,7 +24,7 @@ REPO = Path.cwd().parent if Path.cwd().name == "notebooks" else Path.cwd()
 spec = load_agent_spec(REPO / "agents" / "cigre-mv.yaml")
 spec = spec.model_copy(update={"emulator": spec.emulator.model_copy(update={"profiles": None})})
 grid = load_grid(spec.grid)
-fleet, detector, planner = PmuFleet(spec, grid), FaultDetector(spec, grid), FlisrPlanner(grid, spec.flisr)
+fleet, detector, planner = PmuFleet(spec, grid), FaultDetector(spec, grid=grid), FlisrPlanner(grid, spec=spec.flisr)
 t0 = datetime(2026, 3, 2, 12, tzinfo=UTC)
 
 
@@ -49,7 +49,7 @@ pd.Series(detector.baseline, name="pre-fault current (A)").round(1)
 # %%
 far_end = grid.bus_index["Bus 9"]
 ts = t0 + timedelta(seconds=3)
-v_fault = fault_state(grid, v_prefault, far_end)
+v_fault = fault_state(grid, v_prefault=v_prefault, bus=far_end)
 observation = detector.observe(window(ts, fleet.frames_for(ts, v_fault)))
 print(observation.trigger)
 pd.DataFrame({"fault current seen": observation.passage}).sort_index()

@@ -31,10 +31,14 @@ fi
 if [[ ! -x .venv/bin/python ]]; then
   "$PYTHON" -m venv .venv
 fi
-extras=""
-((with_services)) && extras="[dev]"
-.venv/bin/python -m pip install -q --disable-pip-version-check -e ".${extras}" 2>&1 \
+# exact versions with their hashes (requirements/*.lock, refreshed by scripts/lock.sh), then
+# the package itself with nothing more
+lock=requirements/runtime.lock
+((with_services)) && lock=requirements/dev.lock
+.venv/bin/python -m pip install -q --disable-pip-version-check --require-hashes -r "$lock" 2>&1 \
   | grep -v "is ignored: it is neither a file nor a directory" || true
+.venv/bin/python -m pip install -q --disable-pip-version-check --no-deps --no-build-isolation \
+  -e . 2>&1 | grep -v "is ignored: it is neither a file nor a directory" || true
 .venv/bin/python -c 'import dsotp_streams' # fails loudly if the install did not work
 
 if ((with_services)); then

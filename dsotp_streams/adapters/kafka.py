@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from dsotp_streams.contracts.messages import ResultKind
 from dsotp_streams.errors import TransportError
 from dsotp_streams.settings import KafkaSettings
 
@@ -111,10 +112,24 @@ class KafkaTopics:
         """DeadLetter JSON from the bridge and the workers."""
         return f"{self.prefix}.deadletter"
 
+    def of_kind(self, kind: ResultKind) -> str:
+        """The topic of one result kind: `<prefix>.state`, `<prefix>.state-sogno`, ..."""
+        return f"{self.prefix}.{kind.value}"
+
+    def kind_of(self, topic: str) -> ResultKind | None:
+        """The result kind of one of `results`, else None."""
+        head = f"{self.prefix}."
+        if not topic.startswith(head):
+            return None
+        try:
+            return ResultKind(topic[len(head) :])
+        except ValueError:
+            return None
+
     @property
     def results(self) -> tuple[str, ...]:
-        """What the bridge carries back to MQTT."""
-        return (self.state, self.forecast, self.flisr, self.deadletter)
+        """What the bridge carries back to MQTT: one topic per result kind."""
+        return tuple(self.of_kind(kind) for kind in ResultKind)
 
 
 def tansu_binary() -> Path:

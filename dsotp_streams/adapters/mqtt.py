@@ -16,6 +16,7 @@ from urllib.parse import unquote, urlsplit
 
 import aiomqtt
 
+from dsotp_streams.contracts.messages import ResultKind
 from dsotp_streams.errors import TransportError
 from dsotp_streams.settings import MqttSettings
 
@@ -179,6 +180,22 @@ class Topics:
     def truth(self) -> str:
         """The emulator's true state (debug)."""
         return f"{self.base}/truth"
+
+    def of_kind(self, kind: ResultKind) -> str:
+        """The topic a result of this kind goes to."""
+        match kind:
+            case ResultKind.STATE:
+                return self.state
+            case ResultKind.STATE_SOGNO:
+                return self.state_sogno
+            case ResultKind.FORECAST:
+                return self.forecast
+            case ResultKind.FLISR:
+                return self.flisr
+            case ResultKind.SWITCH_COMMAND:
+                return self.switch_command
+            case ResultKind.DEADLETTER:
+                return self.deadletter
 
 
 def _broker_config(host: str, port: int, *, password_file: Path | None) -> dict[str, Any]:

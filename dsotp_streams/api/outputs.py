@@ -16,11 +16,12 @@ from dsotp_streams.adapters.store import DuckStore
 from dsotp_streams.api.live import LiveHub, create_live_app
 from dsotp_streams.api.rest import create_api
 from dsotp_streams.contracts.agent import AgentSpec
-from dsotp_streams.contracts.messages import StateEstimate
+from dsotp_streams.contracts.storage import Row
 from dsotp_streams.core.grid import GridModel
-from dsotp_streams.errors import TransportError
+from dsotp_streams.errors import DsotpError, TransportError
+from dsotp_streams.runtime.demo import Wiring
 from dsotp_streams.runtime.sinks import RowSink, build_sinks
-from dsotp_streams.runtime.stages import LoadHistory
+from dsotp_streams.runtime.stages import LoadHistory, PipelineStats
 from dsotp_streams.settings import Settings
 
 __all__ = ["Outputs"]
@@ -91,13 +92,28 @@ class Outputs:
         self.live_url = f"http://{cfg.host}:{cfg.port}/"
         log.info("live page at %s", self.live_url)
 
-    def attach(self, spec: AgentSpec, grid: GridModel) -> list[Callable[[StateEstimate], None]]:
-        """Register an area for the page and the API; the listeners a pipeline should call."""
+    def wiring(self, spec: AgentSpec, grid: GridModel, stats: PipelineStats) -> Wiring:
+        """Register an area for the page and the API (its counters are `stats`); what its
+        pipeline is handed: the sinks, the page's listeners, the history to start from."""
         self.specs[spec.area] = spec
+        self.counters = lambda: _counters(stats)
+        self.runtime_counters[spec.area] = lambda: {k: float(v) for k, v in asdict(stats).items()}
         if not self.live:
-            return []
+            return Wiring(sinks=self.sinks, history=self.history())
         self.hub.add_area(spec.area, grid)
-        return [self.hub.publish]
+        return Wiring(
+            sinks=self.sinks,
+            listeners=[self.hub.publish],
+            forecast_listeners=[self.hub.publish_forecast],
+            flisr_listeners=[self.hub.publish_flisr],
+            history=self.history(),
+        )
+
+    def store_rows(self, rows: list[Row]) -> None:
+        """Write rows to the embedded store (a demo's --history-days)."""
+        if self.store is None:
+            raise DsotpError("--history-days fills the embedded store: run without InfluxDB")
+        self.store.append(rows)
 
     def history(self) -> LoadHistory | None:
         """Where the pipelines' forecasters read their history at start: InfluxDB when it is
@@ -122,3 +138,18 @@ class Outputs:
         await asyncio.gather(*self._tasks, return_exceptions=True)
         if self.store is not None:
             self.store.close()
+
+
+def _counters(p: PipelineStats) -> dict[str, Any]:
+    """The counters the live page shows."""
+    return {
+        "frames": p.frames_valid,
+        "dead letters": p.dead_letters,
+        "estimates ok": p.estimates_ok,
+        "failed": p.estimates_failed,
+        "lag ms": round(p.lag_ms, 1),
+        "estimate ms": round(p.estimate_ms, 2),
+        "forecasts": p.forecasts,
+        "set aside": p.forecasts_rejected,
+        "FLISR cases": p.flisr_events,
+    }

@@ -20,11 +20,30 @@ __all__ = [
     "Forecast",
     "FrameBatch",
     "LineFlow",
+    "ResultKind",
     "StateEstimate",
     "SwitchAction",
     "TrueState",
     "Window",
 ]
+
+
+class ResultKind(StrEnum):
+    """What a runtime publishes for an area; each kind has one MQTT topic (`Topics.of_kind`) and
+    one Kafka topic (`KafkaTopics.of_kind`)."""
+
+    STATE = "state"
+    STATE_SOGNO = "state-sogno"
+    FORECAST = "forecast"
+    FLISR = "flisr"
+    SWITCH_COMMAND = "switch-command"
+    DEADLETTER = "deadletter"
+
+    @property
+    def always_acknowledged(self) -> bool:
+        """Events that must arrive (QoS 1 on MQTT whatever `mqtt.qos` says): all but the
+        estimates, which the next window replaces."""
+        return self not in (ResultKind.STATE, ResultKind.STATE_SOGNO)
 
 
 class Window(BaseModel):

@@ -66,7 +66,7 @@ class _Plan:
 class FlisrPlanner:
     """The topology of one area, and the FLISR logic on it."""
 
-    def __init__(self, grid: GridModel, spec: FlisrSpec) -> None:
+    def __init__(self, grid: GridModel, *, spec: FlisrSpec) -> None:
         self.grid = grid
         self.spec = spec
         net = grid.net
@@ -74,11 +74,13 @@ class FlisrPlanner:
         self.bus_name = dict(zip(net.bus.index, grid.bus_names, strict=True))
         self.line_name = {
             idx: ref
-            for idx, ref in zip(net.line.index, unique_names(net.line, "Line"), strict=True)
+            for idx, ref in zip(net.line.index, unique_names(net.line, prefix="Line"), strict=True)
         }
         self.trafo_name = {
             idx: ref
-            for idx, ref in zip(net.trafo.index, unique_names(net.trafo, "Trafo"), strict=True)
+            for idx, ref in zip(
+                net.trafo.index, unique_names(net.trafo, prefix="Trafo"), strict=True
+            )
         }
         self.element_of = {name: ("line", idx) for idx, name in self.line_name.items()}
         self.element_of |= {name: ("trafo", idx) for idx, name in self.trafo_name.items()}
@@ -170,7 +172,7 @@ class FlisrPlanner:
 
     # ---------------------------------------------------------------- location
     def locate(
-        self, observation: FaultObservation, v_prefault: ComplexArray | None = None
+        self, observation: FaultObservation, *, v_prefault: ComplexArray | None = None
     ) -> list[FlisrLocation]:
         """Sections that explain the most fault passage indications, ranked (and weighted) by how
         well a fault there reproduces the measured voltage sags from the pre-fault state."""
@@ -234,7 +236,7 @@ class FlisrPlanner:
                 element = self.element_of[line]
                 far = max(self._element_buses(element), key=self._depth)
                 internal = grid.bus_index[self.bus_name[far]]
-                v_fault = fault_state(grid, v_prefault, internal)
+                v_fault = fault_state(grid, v_prefault=v_prefault, bus=internal)
                 errors.append(float(np.sum((np.abs(v_fault[idx]) - vm) ** 2)))
             sse[label] = min(errors)
         floor = min(sse.values())
@@ -275,7 +277,7 @@ class FlisrPlanner:
                 "or outside the area",
                 runtime_ms=(time.perf_counter() - started) * 1e3,
             )
-        candidates = self.locate(observation, v_prefault)
+        candidates = self.locate(observation, v_prefault=v_prefault)
         base: dict[str, Any] = {
             "area": area,
             "window_start": observation.window_start,
@@ -455,7 +457,7 @@ class FaultDetector:
     that stop reporting, estimates failing in a row; the first such window becomes a
     FaultObservation (located from fault passage when there is any)."""
 
-    def __init__(self, spec: AgentSpec, grid: GridModel) -> None:
+    def __init__(self, spec: AgentSpec, *, grid: GridModel) -> None:
         self.spec = spec.flisr
         self.grid = grid
         self.v_factor = spec.voltage_basis.to_line_to_line
@@ -544,7 +546,7 @@ class FaultDetector:
 
 
 def fault_state(
-    grid: GridModel, v_prefault: ComplexArray, bus: int, *, r_fault_pu: float = 1e-3
+    grid: GridModel, *, v_prefault: ComplexArray, bus: int, r_fault_pu: float = 1e-3
 ) -> ComplexArray:
     """Bus voltages during a three-phase fault at an internal bus: loads as constant impedances
     at their pre-fault voltages, sources held at their voltage, a fault resistance to ground."""

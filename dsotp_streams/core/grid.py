@@ -98,7 +98,7 @@ def _ratings_ka(element: str, table: Any) -> list[tuple[float | None, float | No
     return out
 
 
-def unique_names(frame: Any, prefix: str) -> list[str]:
+def unique_names(frame: Any, *, prefix: str) -> list[str]:
     """Element names of a pandapower table, made unique (index appended) where they clash."""
     names: list[str] = []
     for idx, name in zip(frame.index, frame["name"], strict=True):
@@ -197,7 +197,7 @@ class GridModel:
         cf = sp.csr_matrix((np.ones(nbr), (rows, f_bus)), shape=(nbr, n))
         ct = sp.csr_matrix((np.ones(nbr), (rows, t_bus)), shape=(nbr, n))
 
-        bus_names = unique_names(net.bus, "Bus")
+        bus_names = unique_names(net.bus, prefix="Bus")
         bus_index = {
             name: int(bus_lookup[idx]) for name, idx in zip(bus_names, net.bus.index, strict=True)
         }
@@ -209,7 +209,7 @@ class GridModel:
             start, _end = lookups[element]
             table = getattr(net, element)
             ratings = _ratings_ka(element, table)
-            for pos, name in enumerate(unique_names(table, prefix)):
+            for pos, name in enumerate(unique_names(table, prefix=prefix)):
                 k = start + pos
                 r_from, r_to = ratings[pos]
                 branches[name] = BranchRef(

@@ -21,7 +21,8 @@ Matrix = Any  # numpy ndarray or scipy sparse matrix, as the backend decides
 
 @dataclass(frozen=True)
 class Ops:
-    """The handful of matrix operations the power flow and the estimator need."""
+    """The handful of matrix operations the power flow and the estimator need (positional
+    arguments, as the numpy and scipy calls they stand for)."""
 
     dense: bool
 
@@ -73,7 +74,7 @@ class Ops:
 
     def gain_solver(self, rows: np.ndarray, cols: np.ndarray, shape: tuple[int, int]) -> GainSolver:
         """A solver of (H^T W H) x = b for Jacobians H with this fixed (row, col) pattern."""
-        return GainSolver(self.dense, rows, cols, shape)
+        return GainSolver(self.dense, rows=rows, cols=cols, shape=shape)
 
     def to_dense(self, m: Matrix) -> np.ndarray:
         """A dense copy (for rank checks and residual covariance)."""
@@ -94,7 +95,7 @@ class GainSolver:
     """
 
     def __init__(
-        self, dense: bool, rows: np.ndarray, cols: np.ndarray, shape: tuple[int, int]
+        self, dense: bool, *, rows: np.ndarray, cols: np.ndarray, shape: tuple[int, int]
     ) -> None:
         self.dense = dense
         self._solver: Any = None
@@ -102,7 +103,7 @@ class GainSolver:
             ones = sp.csr_matrix((np.ones(len(rows)), (rows, cols)), shape=shape)
             self._floor = sp.csc_matrix(ones.T @ ones) * 1e-300
 
-    def solve(self, jac: Matrix, weights: np.ndarray, rhs: np.ndarray) -> np.ndarray:
+    def solve(self, jac: Matrix, *, weights: np.ndarray, rhs: np.ndarray) -> np.ndarray:
         """x of (jac^T diag(weights) jac) x = rhs."""
         if self.dense:
             gain = jac.T @ (weights[:, None] * jac)

@@ -11,7 +11,7 @@ from dsotp_streams.errors import ConvergenceError
 __all__ = ["dsbus_dv", "run_power_flow"]
 
 
-def dsbus_dv(grid: GridModel, v: ComplexArray) -> tuple[Matrix, Matrix]:
+def dsbus_dv(grid: GridModel, *, v: ComplexArray) -> tuple[Matrix, Matrix]:
     """Partial derivatives of bus injections S = V conj(Ybus V) w.r.t. angles and magnitudes."""
     ops, ybus = grid.ops, grid.ybus
     ibus = ybus @ v
@@ -43,7 +43,7 @@ def run_power_flow(
         f = np.concatenate([mismatch.real[pq], mismatch.imag[pq]])
         if np.max(np.abs(f)) < tolerance:
             return v
-        ds_dva, ds_dvm = dsbus_dv(grid, v)
+        ds_dva, ds_dvm = dsbus_dv(grid, v=v)
         a = ds_dva[pq][:, pq]
         m = ds_dvm[pq][:, pq]
         ops = grid.ops

@@ -22,7 +22,7 @@ _FREQUENCY_HZ = (40.0, 70.0)
 class FrameCheck:
     """Built once per area; `problem(frame)` is None for a plausible frame, else the reason."""
 
-    def __init__(self, spec: AgentSpec, grid: GridModel) -> None:
+    def __init__(self, spec: AgentSpec, *, grid: GridModel) -> None:
         self.components = {d.id: {d.bus, *d.branches} for d in spec.devices}
         self.bus_of = {d.id: d.bus for d in spec.devices}
         factor = spec.voltage_basis.to_line_to_line

@@ -171,7 +171,7 @@ class PmuFleet:
         self._v = v
         for start, end, bus, _line in self._faults:
             if start <= t - self._t0 < end:
-                v = fault_state(self.grid, v, bus)
+                v = fault_state(self.grid, v_prefault=v, bus=bus)
         return EmulatedInstant(self._frames(ts, v), self._truth(ts, v), v)
 
     def frames_for(self, ts: datetime, v: ComplexArray) -> list[PmuFrame]:

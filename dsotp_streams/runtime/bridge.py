@@ -14,9 +14,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 from collections import defaultdict
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -27,14 +27,14 @@ from aiokafka.errors import KafkaError
 
 from dsotp_streams.adapters.kafka import KafkaTopics, client_options
 from dsotp_streams.adapters.mqtt import MqttEndpoint, Topics, ack, connect
-from dsotp_streams.contracts.frames import parse_frame
-from dsotp_streams.contracts.messages import BridgedFrame, DeadLetter, FrameBatch
-from dsotp_streams.errors import FrameError, TransportError
+from dsotp_streams.contracts.messages import BridgedFrame, FrameBatch, ResultKind
+from dsotp_streams.errors import TransportError
 from dsotp_streams.runtime.backoff import Backoff
-from dsotp_streams.runtime.stages import touch
+from dsotp_streams.runtime.fanout import SEQ_HEADER, STAMP_HEADER, dead_letter
+from dsotp_streams.runtime.stages import FrameIntake, touch
 from dsotp_streams.settings import Settings
 
-__all__ = ["Bridge", "BridgeStats"]
+__all__ = ["Bridge", "BridgeStats", "batch_by_area"]
 
 log = logging.getLogger(__name__)
 
@@ -65,10 +65,6 @@ class _Pending:
     message: aiomqtt.Message
 
 
-# the time that identifies a result, per Kafka topic kind: one per area and value
-_RESULT_TIME = {"state": "window_start", "flisr": "window_start", "forecast": "issued_at"}
-
-
 class Bridge:
     """Carry frames MQTT -> Kafka and results Kafka -> MQTT until stopped."""
 
@@ -83,7 +79,7 @@ class Bridge:
         self._flush_now = asyncio.Event()
         self._mqtt: aiomqtt.Client | None = None
         self._outbound: aiomqtt.Client | None = None
-        self._last_sent: dict[tuple[str, str], datetime] = {}
+        self._last_sent: dict[tuple[ResultKind, str], tuple[datetime, int]] = {}
         self._inbound_ready = asyncio.Event()
         self._outbound_ready = asyncio.Event()
 
@@ -177,36 +173,27 @@ class Bridge:
         area = address[0].area if address is not None else "unknown"
         payload = message.payload
         raw = payload if isinstance(payload, bytes | bytearray) else str(payload).encode()
-        reason = None
-        if len(raw) > self.settings.mqtt.max_payload_bytes:
-            reason = f"payload of {len(raw)} bytes exceeds the limit"
-        else:
-            try:
-                parse_frame(bytes(raw))
-            except FrameError as exc:
-                reason = f"invalid frame: {exc}"
-        if reason is not None:
-            await self._dead_letter(client, area, topic, bytes(raw), reason)
+        decoded = FrameIntake.decode(
+            bytes(raw), max_payload_bytes=self.settings.mqtt.max_payload_bytes
+        )
+        if decoded.reason is not None:
+            await self._dead_letter(area, topic, bytes(raw), decoded.reason)
             ack(client, message)
             return
         item = BridgedFrame(topic=topic, payload=bytes(raw).decode(), received_at=_utcnow())
         self._pending.append(_Pending(area, item, message))
 
-    async def _dead_letter(
-        self, client: aiomqtt.Client, area: str, topic: str, raw: bytes, reason: str
-    ) -> None:
+    async def _dead_letter(self, area: str, topic: str, raw: bytes, reason: str) -> None:
+        """To Kafka's dead-letter topic, which the results path carries to MQTT like the
+        workers' (one path: a dead letter is published once)."""
         self.stats.dead_letters += 1
-        letter = DeadLetter.of(topic, raw, reason).model_dump_json()
-        await self._send_kafka(self.topics.deadletter, area, letter.encode())
-        prefix = self.settings.mqtt.topic_prefix
-        await client.publish(Topics(prefix, area).deadletter, letter, qos=1)
-
-    async def _send_kafka(self, topic: str, key: str, value: bytes) -> None:
+        letter = dead_letter(topic, raw=raw, reason=reason)
         assert self._producer is not None
+        target = self.topics.of_kind(letter.kind)
         try:
-            await self._producer.send_and_wait(topic, value, key=key.encode())
+            await self._producer.send_and_wait(target, letter.payload.encode(), key=area.encode())
         except KafkaError as exc:
-            raise TransportError(f"Kafka send to {topic}: {exc}") from exc
+            raise TransportError(f"Kafka send to {target}: {exc}") from exc
 
     async def _flush_loop(self, client: aiomqtt.Client) -> None:
         interval = self.settings.bridge.batch_ms / 1000.0
@@ -233,27 +220,25 @@ class Bridge:
         the pending frames (a timed-out send may have been stored after all: the worker then
         dead-letters the second copy as a duplicate; nothing is lost)."""
         pending, self._pending = self._pending, []
-        by_area: dict[str, list[_Pending]] = defaultdict(list)
-        for entry in pending:
-            by_area[entry.area].append(entry)
         assert self._producer is not None
-        size = self.settings.bridge.batch_max_frames
         sent: list[tuple[list[_Pending], asyncio.Future[Any]]] = []
         failed: list[_Pending] = []
         error: BaseException | None = None
-        for area, entries in by_area.items():
-            for start in range(0, len(entries), size):
-                chunk = entries[start : start + size]
-                batch = FrameBatch(area=area, frames=[e.item for e in chunk])
-                try:
-                    future = await self._producer.send(
-                        self.topics.frames, batch.model_dump_json().encode(), key=area.encode()
-                    )
-                except KafkaError as exc:
-                    failed += chunk
-                    error = exc
-                    continue
-                sent.append((chunk, future))
+        chunks = batch_by_area(
+            [entry.area for entry in pending], max_frames=self.settings.bridge.batch_max_frames
+        )
+        for area, indices in chunks:
+            chunk = [pending[k] for k in indices]
+            batch = FrameBatch(area=area, frames=[e.item for e in chunk])
+            try:
+                future = await self._producer.send(
+                    self.topics.frames, batch.model_dump_json().encode(), key=area.encode()
+                )
+            except KafkaError as exc:
+                failed += chunk
+                error = exc
+                continue
+            sent.append((chunk, future))
         results = await asyncio.gather(*(f for _c, f in sent), return_exceptions=True)
         for (chunk, _future), result in zip(sent, results, strict=True):
             if isinstance(result, BaseException):
@@ -311,10 +296,12 @@ class Bridge:
                 while True:
                     batches = await consumer.getmany(timeout_ms=200, max_records=2000)
                     for tp, records in batches.items():
-                        kind = tp.topic.rsplit(".", 1)[-1]
+                        kind = self.topics.kind_of(tp.topic)
+                        if kind is None:
+                            continue
                         for record in records:
                             area = record.key.decode() if record.key else "unknown"
-                            await self._publish_result(client, kind, area, record.value or b"")
+                            await self._publish_result(client, kind, area, record)
                     if batches:
                         await consumer.commit()
         except (KafkaError, aiomqtt.MqttError) as exc:
@@ -324,29 +311,47 @@ class Bridge:
             await consumer.stop()
 
     async def _publish_result(
-        self, client: aiomqtt.Client, kind: str, area: str, value: bytes
+        self, client: aiomqtt.Client, kind: ResultKind, area: str, record: Any
     ) -> None:
-        field = _RESULT_TIME.get(kind)
-        stamp: datetime | None = None
-        if field is not None:
-            try:
-                stamp = datetime.fromisoformat(str(json.loads(value)[field]))
-            except (ValueError, KeyError, TypeError):
-                stamp = None
+        """One result record to the area's MQTT topic of its kind, unless one at or after its
+        stamp was passed on already (a window estimated again after a worker failover)."""
+        order = _order(record.headers)
+        if order is not None:
             last = self._last_sent.get((kind, area))
-            if stamp is not None and last is not None and stamp <= last:
+            if last is not None and order <= last:
                 self.stats.duplicates_dropped += 1
                 return
-        topics = Topics(self.settings.mqtt.topic_prefix, area)
-        target = {
-            "state": topics.state,
-            "forecast": topics.forecast,
-            "flisr": topics.flisr,
-            "deadletter": topics.deadletter,
-        }[kind]
-        await client.publish(target, value, qos=self.settings.mqtt.qos)
+        qos = 1 if kind.always_acknowledged else self.settings.mqtt.qos
+        target = Topics(self.settings.mqtt.topic_prefix, area).of_kind(kind)
+        await client.publish(target, record.value or b"", qos=qos)
         self.stats.results_out += 1
-        if stamp is not None:
-            self._last_sent[(kind, area)] = stamp
-            if kind == "state":
-                self.stats.lag_ms = (_utcnow() - stamp) / timedelta(milliseconds=1)
+        if order is not None:
+            self._last_sent[(kind, area)] = order
+            if kind is ResultKind.STATE:
+                self.stats.lag_ms = (_utcnow() - order[0]) / timedelta(milliseconds=1)
+
+
+def batch_by_area(areas: Sequence[str], *, max_frames: int) -> list[tuple[str, list[int]]]:
+    """How pending frames (their areas, in arrival order) become Kafka records: one record per
+    area and at most `max_frames` frames, each frame in exactly one, an area's frames in their
+    order (the record key keeps an area on one partition, so its worker sees them in order)."""
+    by_area: dict[str, list[int]] = defaultdict(list)
+    for k, area in enumerate(areas):
+        by_area[area].append(k)
+    return [
+        (area, indices[start : start + max_frames])
+        for area, indices in by_area.items()
+        for start in range(0, len(indices), max_frames)
+    ]
+
+
+def _order(headers: Sequence[tuple[str, bytes]] | None) -> tuple[datetime, int] | None:
+    """`Outgoing.order` from a record's headers (None when it has none: never dropped)."""
+    found = dict(headers or ())
+    stamp = found.get(STAMP_HEADER)
+    if stamp is None:
+        return None
+    try:
+        return datetime.fromisoformat(stamp.decode()), int(found.get(SEQ_HEADER, b"0"))
+    except ValueError:
+        return None

@@ -19,28 +19,21 @@ from dsotp_streams.adapters.profiles import load_profiles
 from dsotp_streams.adapters.recording import RecordingWriter
 from dsotp_streams.contracts.agent import AgentSpec
 from dsotp_streams.contracts.messages import (
-    DeadLetter,
-    EstimateStatus,
     FlisrEvent,
     Forecast,
+    ResultKind,
     StateEstimate,
     TrueState,
     Window,
-)
-from dsotp_streams.contracts.sogno import estimate_to_sogno
-from dsotp_streams.contracts.storage import (
-    rows_from_estimate,
-    rows_from_flisr,
-    rows_from_forecast,
-    rows_from_frame,
 )
 from dsotp_streams.core.alignment import slot_of
 from dsotp_streams.core.grid import GridModel
 from dsotp_streams.emulator import PmuFleet
 from dsotp_streams.errors import TransportError
 from dsotp_streams.runtime.backoff import Backoff
+from dsotp_streams.runtime.fanout import Fanned, Outgoing, ResultFanout
 from dsotp_streams.runtime.sinks import RowSink
-from dsotp_streams.runtime.stages import FrameIntake, IntakeOutcome, LoadHistory, WindowProcessor
+from dsotp_streams.runtime.stages import FrameIntake, LoadHistory, PipelineStats, WindowProcessor
 from dsotp_streams.settings import Settings
 
 __all__ = ["AreaPipeline", "Emulator", "EmulatorStats", "PipelineStats"]
@@ -50,60 +43,6 @@ log = logging.getLogger(__name__)
 
 def _utcnow() -> datetime:
     return datetime.now(tz=UTC)
-
-
-@dataclass
-class PipelineStats:
-    """What an area pipeline has seen and done."""
-
-    messages_in: int = 0
-    frames_valid: int = 0
-    dead_letters: int = 0
-    invalid: int = 0
-    late: int = 0
-    duplicate: int = 0
-    unknown_device: int = 0
-    future: int = 0
-    windows: int = 0
-    windows_incomplete: int = 0
-    windows_skipped: int = 0
-    estimates_published: int = 0
-    estimates_ok: int = 0
-    estimates_failed: int = 0
-    publish_errors: int = 0
-    reconnects: int = 0
-    lag_ms: float = 0.0
-    lag_ms_max: float = 0.0
-    estimate_ms: float = 0.0
-    max_true_dvm_pu: float = 0.0
-    flisr_events: int = 0
-    forecasts: int = 0
-    forecast_history_steps: int = 0  # read back from the store at start (warm start)
-    forecasts_rejected: int = 0  # set aside: their pseudo-measurements contradicted the PMUs
-    implausible: int = 0
-    processing_errors: int = 0
-    dead_letters_dropped: int = 0  # the dead-letter queue was full (a flood)
-    flisr_lag_ms: float = 0.0  # from the faulted window's start to the published plan
-    estimate_age_ms_max: float = 0.0  # oldest window whose estimate began (max_window_age_s)
-
-    def count(self, outcome: IntakeOutcome) -> None:
-        """One frame message more, in the counter of its outcome."""
-        self.messages_in += 1
-        match outcome:
-            case IntakeOutcome.VALID:
-                self.frames_valid += 1
-            case IntakeOutcome.INVALID:
-                self.invalid += 1
-            case IntakeOutcome.IMPLAUSIBLE:
-                self.implausible += 1
-            case IntakeOutcome.LATE:
-                self.late += 1
-            case IntakeOutcome.DUPLICATE:
-                self.duplicate += 1
-            case IntakeOutcome.UNKNOWN_DEVICE:
-                self.unknown_device += 1
-            case IntakeOutcome.FUTURE:
-                self.future += 1
 
 
 @dataclass
@@ -130,8 +69,11 @@ class AreaPipeline:
         client_id: str | None = None,
         sinks: Sequence[RowSink] = (),
         listeners: Sequence[Callable[[StateEstimate], None]] = (),
+        forecast_listeners: Sequence[Callable[[Forecast], None]] = (),
+        flisr_listeners: Sequence[Callable[[FlisrEvent], None]] = (),
         recorder: RecordingWriter | None = None,
         history: LoadHistory | None = None,
+        stats: PipelineStats | None = None,
     ) -> None:
         self.recorder = recorder
         self.spec = spec
@@ -144,20 +86,20 @@ class AreaPipeline:
         self.client_id = client_id or f"{settings.mqtt.client_id_prefix}-{spec.area}-pipeline"
         self.intake = FrameIntake(
             spec,
-            grid,
+            grid=grid,
             max_payload_bytes=settings.mqtt.max_payload_bytes,
             event_time=settings.runtime.event_time,
         )
         self.aligner = self.intake.aligner
         self.processor = WindowProcessor(spec, grid, settings.agent_file.parent, history)
         self.estimator = self.processor.estimator
-        self.flisr_listeners: list[Callable[[FlisrEvent], None]] = []
-        self.forecast_listeners: list[Callable[[Forecast], None]] = []
-        self.vn_kv = {name: float(grid.vn_kv[idx]) for name, idx in grid.named_buses}
-        self.stats = PipelineStats()
+        self.forecast_listeners = list(forecast_listeners)
+        self.flisr_listeners = list(flisr_listeners)
+        self.stats = stats if stats is not None else PipelineStats()
+        self.fanout = ResultFanout(spec, grid=grid, stats=self.stats)
         self.ready = asyncio.Event()
         self._windows: asyncio.Queue[Window] = asyncio.Queue(settings.runtime.window_queue_size)
-        self._letters: asyncio.Queue[str] = asyncio.Queue(10_000)
+        self._letters: asyncio.Queue[Outgoing] = asyncio.Queue(10_000)
         self._publishing: set[asyncio.Task[None]] = set()  # skipped windows being published
         self._truth: OrderedDict[int, TrueState] = OrderedDict()
         self._client: aiomqtt.Client | None = None
@@ -213,9 +155,7 @@ class AreaPipeline:
                 if stop.is_set():  # estimate the last windows while the connection is still up
                     await self._drain()
                     while not self._letters.empty():  # and send the last dead letters
-                        await self._publish(
-                            self.topics.deadletter, self._letters.get_nowait(), qos=1
-                        )
+                        await self._send(self._letters.get_nowait())
 
     async def _cancel(self, tasks: Sequence[asyncio.Task[Any]]) -> None:
         """Cancel the connection's tasks and wait for them, for `stop_timeout_s` at most."""
@@ -245,7 +185,7 @@ class AreaPipeline:
     async def _handle_message(self, message: aiomqtt.Message) -> None:
         topic = str(message.topic)
         try:
-            await self.handle(topic, message.payload)
+            await self.handle(topic, payload=message.payload)
         except (aiomqtt.MqttError, TransportError):
             raise  # the connection, not the message: reconnect
         except Exception as exc:  # one message never stops the agent
@@ -255,7 +195,7 @@ class AreaPipeline:
             raw = payload if isinstance(payload, bytes | bytearray) else str(payload).encode()
             await self._dead_letter(topic, bytes(raw), f"internal error: {exc!r}")
 
-    async def handle(self, topic: str, payload: object) -> None:
+    async def handle(self, topic: str, *, payload: object) -> None:
         """One message: truth is kept, frames validated and aligned, the rest dead-lettered."""
         raw = payload if isinstance(payload, bytes | bytearray) else str(payload).encode()
         if self.recorder is not None and topic != self.topics.truth:
@@ -276,7 +216,7 @@ class AreaPipeline:
             await self._dead_letter(topic, raw, result.reason, device=result.device)
             return
         if result.frame is not None and self.frame_sinks:
-            rows = list(rows_from_frame(self.spec.area, result.frame))
+            rows = list(self.fanout.frame(result.frame))
             for sink in self.frame_sinks:
                 sink.submit(rows)
         await self._close_windows()
@@ -310,7 +250,7 @@ class AreaPipeline:
     async def _publish_skipped(self, windows: list[Window]) -> None:
         for window in windows:
             reason = "estimator behind: window queue full"
-            await self._publish_estimate(self.processor.skipped(window, reason))
+            await self._publish_estimate(self.processor.skipped(window, reason=reason))
 
     async def _tick_loop(self) -> None:
         period = 1.0 / self.spec.window.rate_hz
@@ -344,66 +284,34 @@ class AreaPipeline:
     async def _process(self, window: Window) -> None:
         """Estimate one window; then forecasting and FLISR on its result."""
         truth = self._truth.get(slot_of(window.window_start, period_ns=self.aligner.period_ns))
-        result = await self.processor.process(window, truth)
+        result = await self.processor.process(window, truth=truth)
         self.stats.forecast_history_steps = self.processor.history_steps
         self.stats.forecasts_rejected = self.processor.forecasts_rejected
-        await self._publish_estimate(result.estimate)
+        await self._emit(self.fanout.processed(result, now=_utcnow()))
+        for listener in self.listeners:
+            listener(result.estimate)
         if result.forecast is not None:
-            await self._publish_forecast(result.forecast)
+            for forecast_listener in self.forecast_listeners:
+                forecast_listener(result.forecast)
         if result.flisr is not None:
-            await self._publish_flisr(result.flisr)
+            for flisr_listener in self.flisr_listeners:
+                flisr_listener(result.flisr)
 
     async def _publish_estimate(self, estimate: StateEstimate) -> None:
-        lag_ms = (_utcnow() - estimate.window_start) / timedelta(milliseconds=1)
-        self.stats.lag_ms = lag_ms
-        self.stats.lag_ms_max = max(self.stats.lag_ms_max, lag_ms)
-        self.stats.estimate_ms = estimate.runtime_ms
-        if estimate.status is EstimateStatus.OK:
-            self.stats.estimates_ok += 1
-        else:
-            self.stats.estimates_failed += 1
-        if estimate.max_true_dvm_pu is not None:
-            self.stats.max_true_dvm_pu = max(self.stats.max_true_dvm_pu, estimate.max_true_dvm_pu)
-        if self.sinks:
-            rows = list(rows_from_estimate(estimate, lag_ms=lag_ms))
-            for sink in self.sinks:
-                sink.submit(rows)
+        """A window not estimated (skipped), through the same fan-out."""
+        await self._emit(self.fanout.estimate(estimate, now=_utcnow()))
         for listener in self.listeners:
             listener(estimate)
-        qos = self.settings.mqtt.qos
-        ok = await self._publish(self.topics.state, estimate.model_dump_json(), qos=qos)
-        if ok and estimate.buses:
-            sogno = json.dumps(estimate_to_sogno(estimate, vn_kv=self.vn_kv))
-            await self._publish(self.topics.state_sogno, sogno, qos=qos)
-        if ok:
-            self.stats.estimates_published += 1
 
-    async def _publish_forecast(self, forecast: Forecast) -> None:
-        self.stats.forecasts += 1
-        for listener in self.forecast_listeners:
-            listener(forecast)
-        for sink in self.sinks:
-            sink.submit(list(rows_from_forecast(forecast)))
-        await self._publish(self.topics.forecast, forecast.model_dump_json(), qos=1)
-
-    async def _publish_flisr(self, event: FlisrEvent) -> None:
-        self.stats.flisr_events += 1
-        self.stats.flisr_lag_ms = (_utcnow() - event.window_start) / timedelta(milliseconds=1)
-        log.warning(
-            "FLISR %s: %s -> %s, %d switching steps",
-            self.spec.area,
-            event.detected,
-            event.fault_section,
-            len(event.sequence),
-        )
-        for sink in self.sinks:
-            sink.submit(list(rows_from_flisr(event)))
-        for listener in self.flisr_listeners:
-            listener(event)
-        await self._publish(self.topics.flisr, event.model_dump_json(), qos=1)
-        if self.spec.flisr.publish_commands:
-            for action in event.sequence:
-                await self._publish(self.topics.switch_command, action.model_dump_json(), qos=1)
+    async def _emit(self, fanned: Fanned) -> None:
+        """Store a result's rows, then publish its messages."""
+        if self.sinks and fanned.rows:
+            rows = list(fanned.rows)
+            for sink in self.sinks:
+                sink.submit(rows)
+        for message in fanned.messages:
+            if await self._send(message) and message.kind is ResultKind.STATE:
+                self.stats.estimates_published += 1
 
     async def _dead_letter(
         self, topic: str, raw: bytes | bytearray, reason: str, *, device: str | None = None
@@ -411,28 +319,32 @@ class AreaPipeline:
         """Queue a dead letter: it is published by its own task, so the read loop never waits
         for a broker's acknowledgement (a burst of late frames then cannot hold up the frames
         behind it, which would make them late in turn)."""
-        self.stats.dead_letters += 1
-        letter = DeadLetter.of(topic, raw, reason, device=device)
+        letter = self.fanout.dead_letter(topic, raw=raw, reason=reason, device=device)
         log.info("dead letter from %s: %s", topic, reason)
         if self._letters.full():
             self.stats.dead_letters_dropped += 1  # a flood: counted, and the reason logged
             return
-        self._letters.put_nowait(letter.model_dump_json())
+        self._letters.put_nowait(letter)
 
     async def _dead_letter_loop(self) -> None:
         while True:
-            payload = await self._letters.get()
+            letter = await self._letters.get()
             sent = False
             try:
                 while not sent:
-                    sent = await self._publish(self.topics.deadletter, payload, qos=1)
+                    sent = await self._send(letter)
                     if not sent:
                         await asyncio.sleep(0.2)  # a failed publish: the connection is going
                     raise_if_cancelled()
             except asyncio.CancelledError:
                 if not sent and not self._letters.full():  # kept for the next connection
-                    self._letters.put_nowait(payload)
+                    self._letters.put_nowait(letter)
                 raise
+
+    async def _send(self, message: Outgoing) -> bool:
+        """One result message on the area's topic of its kind."""
+        qos = 1 if message.kind.always_acknowledged else self.settings.mqtt.qos
+        return await self._publish(self.topics.of_kind(message.kind), message.payload, qos=qos)
 
     async def _publish(self, topic: str, payload: str, *, qos: int, retain: bool = False) -> bool:
         client = self._client
@@ -474,7 +386,7 @@ class AreaPipeline:
             left += 1
             self.stats.windows_skipped += 1
             reason = f"stopping: not estimated within {timeout_s:g} s of the stop"
-            await self._publish_estimate(self.processor.skipped(window, reason))
+            await self._publish_estimate(self.processor.skipped(window, reason=reason))
         log.warning("stopping: %d queued windows published as skipped", left)
         try:
             await asyncio.wait_for(self._windows.join(), timeout=timeout_s)
@@ -497,6 +409,7 @@ class Emulator:
         grid: GridModel,
         settings: Settings,
         endpoint: MqttEndpoint,
+        stats: EmulatorStats | None = None,
     ) -> None:
         self.spec = spec
         self.settings = settings
@@ -506,7 +419,7 @@ class Emulator:
             profiles = load_profiles(spec.emulator.profiles, cache_dir=settings.cache_dir).values
         self.fleet = PmuFleet(spec, grid, profiles)
         self.topics = Topics(settings.mqtt.topic_prefix, spec.area)
-        self.stats = EmulatorStats()
+        self.stats = stats if stats is not None else EmulatorStats()
         self._outbox: deque[tuple[str, str, bool]] = deque()
         self._ready = asyncio.Event()
         self._stop_deadline: float | None = None

@@ -9,58 +9,53 @@ is compared with (``true_vm_pu``, ``max_true_dvm_pu``): a recording of every nod
 
 from __future__ import annotations
 
+import math
 from collections import Counter
 from collections.abc import Iterable, Iterator
 
 from dsotp_streams.contracts.agent import AgentSpec
 from dsotp_streams.contracts.frames import Measurand, PmuFrame
 from dsotp_streams.contracts.messages import StateEstimate, TrueState, Window
-from dsotp_streams.core.alignment import Aligner, AlignOutcome, slot_of
+from dsotp_streams.core.alignment import slot_of
 from dsotp_streams.core.estimation import Estimator
 from dsotp_streams.core.grid import GridModel
+from dsotp_streams.runtime.stages import FrameIntake, IntakeOutcome
 
 __all__ = ["OfflineEstimator"]
 
 
 class OfflineEstimator:
-    """Align and estimate a stream of recorded frames, in order."""
+    """Align and estimate a stream of recorded frames, in order, through the same `FrameIntake`
+    as the runtimes (plausibility checks included), on the frames' clock only."""
 
-    def __init__(self, spec: AgentSpec, grid: GridModel) -> None:
+    def __init__(self, spec: AgentSpec, *, grid: GridModel) -> None:
         self.spec = spec
         self.grid = grid
-        self.estimator = Estimator(spec, grid)
-        period_s = 1.0 / spec.window.rate_hz
-        self.period_ns = round(period_s * 1e9)
-        self.aligner = Aligner(
-            area=spec.area,
-            devices=frozenset(d.id for d in spec.devices),
-            period_s=period_s,
-            wait_s=spec.window.wait_ms / 1e3,
-            max_open_windows=spec.window.max_open_windows,
-            max_future_s=spec.window.max_future_s,
+        self.estimator = Estimator(spec, grid=grid)
+        # no idle closing: estimating a window between two frames is not a pause of the stream
+        self.intake = FrameIntake(
+            spec, grid=grid, max_payload_bytes=0, event_time=True, idle_close_s=math.inf
         )
-        self.outcomes: Counter[AlignOutcome] = Counter()
+        self.period_ns = self.intake.aligner.period_ns
+        self.outcomes: Counter[IntakeOutcome] = Counter()
         self.statuses: Counter[str] = Counter()
         self._v_factor = spec.voltage_basis.to_line_to_line
         self._reference: dict[int, dict[str, float]] = {}
 
     def run(self, frames: Iterable[PmuFrame]) -> Iterator[StateEstimate]:
         """State estimates of every window, in time order."""
-        last = None
         pending: list[Window] = []  # closed, estimated once a later instant shows up
         for frame in frames:
-            outcome = self.aligner.add(frame, now=frame.timestamp)
+            outcome = self.intake.offer_frame(frame).outcome
             self.outcomes[outcome] += 1
-            if outcome is AlignOutcome.UNKNOWN_DEVICE:
+            if outcome is IntakeOutcome.UNKNOWN_DEVICE:
                 self._keep_reference(frame)
-            last = frame.timestamp
             slot = slot_of(frame.timestamp, period_ns=self.period_ns)
             ready = [w for w in pending if slot_of(w.window_start, period_ns=self.period_ns) < slot]
             pending = pending[len(ready) :]
             yield from self._estimate(ready)
-            pending.extend(self.aligner.poll(now=frame.timestamp))
-        if last is not None:
-            pending.extend(self.aligner.flush(now=last))
+            pending.extend(self.intake.poll())
+        pending.extend(self.intake.flush())
         yield from self._estimate(pending)
 
     def _keep_reference(self, frame: PmuFrame) -> None:

@@ -41,7 +41,7 @@ def replay(
     spec = load_agent_spec(agent)
     grid = load_grid(spec.grid, base_dir=agent.parent, data_dir=data_dir)
     frames = (f for f in read_frames(source, columns=columns) if isinstance(f, PmuFrame))
-    yield from OfflineEstimator(spec, grid).run(frames)
+    yield from OfflineEstimator(spec, grid=grid).run(frames)
 
 
 @dataclass

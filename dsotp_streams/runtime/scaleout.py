@@ -24,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import deque
+from collections.abc import Awaitable
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -37,12 +38,24 @@ from dsotp_streams.adapters.grids import load_grid
 from dsotp_streams.adapters.kafka import KafkaTopics, bootstrap_servers, ssl_context
 from dsotp_streams.adapters.results import InfluxResults
 from dsotp_streams.contracts.agent import AgentSpec, load_agent_specs
-from dsotp_streams.contracts.messages import DeadLetter, EstimateStatus, FrameBatch, Window
-from dsotp_streams.contracts.storage import rows_from_estimate, rows_from_flisr, rows_from_forecast
+from dsotp_streams.contracts.messages import FrameBatch, ResultKind, Window
 from dsotp_streams.core.alignment import slot_of
-from dsotp_streams.runtime.embedded import PipelineStats
+from dsotp_streams.runtime.fanout import (
+    SEQ_HEADER,
+    STAMP_HEADER,
+    Fanned,
+    Outgoing,
+    ResultFanout,
+    dead_letter,
+)
 from dsotp_streams.runtime.sinks import build_sinks
-from dsotp_streams.runtime.stages import FrameIntake, Processed, WindowProcessor, touch
+from dsotp_streams.runtime.stages import (
+    FrameIntake,
+    PipelineStats,
+    Processed,
+    WindowProcessor,
+    touch,
+)
 from dsotp_streams.settings import KafkaSettings, Settings
 
 __all__ = ["KafkaWorker", "create_worker"]
@@ -56,6 +69,7 @@ class _Area:
 
     intake: FrameIntake
     processor: WindowProcessor
+    fanout: ResultFanout
     partition: int
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     # frame batches not yet acknowledged, with the newest slot each fed
@@ -106,7 +120,7 @@ class _App(faust.App):
 class KafkaWorker:
     """A faust app serving the areas of `settings.agents_dir`; built by `create_worker`."""
 
-    def __init__(self, settings: Settings, specs: dict[str, tuple[AgentSpec, Path]]) -> None:
+    def __init__(self, settings: Settings, *, specs: dict[str, tuple[AgentSpec, Path]]) -> None:
         self.settings = settings
         self.specs = specs
         # every grid now, not on an area's first record: any area may move here at any time
@@ -151,10 +165,9 @@ class KafkaWorker:
             "internal": True,
         }
         self.frames = self.app.topic(self.topics.frames, **raw)
-        self.state_topic = self.app.topic(self.topics.state, **raw)
-        self.forecast_topic = self.app.topic(self.topics.forecast, **raw)
-        self.flisr_topic = self.app.topic(self.topics.flisr, **raw)
-        self.deadletter_topic = self.app.topic(self.topics.deadletter, **raw)
+        self.result_topics = {
+            kind: self.app.topic(self.topics.of_kind(kind), **raw) for kind in ResultKind
+        }
         self.emitted: Any = (
             self.app.Table(
                 f"{kafka.group}-emitted",
@@ -170,6 +183,7 @@ class KafkaWorker:
         # InfluxDB sinks when configured (a DuckDB file cannot be shared by several workers)
         no_store = settings.store.model_copy(update={"enabled": False})
         self.sinks, _store = build_sinks(settings.model_copy(update={"store": no_store}))
+        self.frame_sinks = [sink for sink in self.sinks if sink.store_frames]
         self._sinks_stop = asyncio.Event()
         self.app.agent(self.frames, name="areas")(self._agent)
         self.app.timer(interval=self._tick_interval())(self._tick)
@@ -204,7 +218,7 @@ class KafkaWorker:
         grid = self.grids[name]
         intake = FrameIntake(
             spec,
-            grid,
+            grid=grid,
             max_payload_bytes=self.settings.mqtt.max_payload_bytes,
             # the frames' own clock: windows do not depend on transit delays, and a partition
             # read again after a failover gives the same windows as the first time
@@ -212,7 +226,8 @@ class KafkaWorker:
         )
         # forecasts resume from the loads stored in InfluxDB (what the workers write)
         history = InfluxResults(self.settings.influx) if self.settings.influx.url else None
-        area = _Area(intake, WindowProcessor(spec, grid, path.parent, history), partition)
+        processor = WindowProcessor(spec, grid, path.parent, history)
+        area = _Area(intake, processor, ResultFanout(spec, grid=grid, stats=self.stats), partition)
         self._areas[name] = area
         log.info("worker: serving area %s (partition %d)", name, partition)
         return area
@@ -286,6 +301,10 @@ class KafkaWorker:
                         batch.area, item.topic, raw, result.reason, result.device
                     )
                 elif result.frame is not None:
+                    if self.frame_sinks:
+                        rows = list(area.fanout.frame(result.frame))
+                        for sink in self.frame_sinks:
+                            sink.submit(rows)
                     slot = slot_of(result.frame.timestamp, period_ns=area.intake.aligner.period_ns)
                     newest = slot if newest is None else max(newest, slot)
             area.unacked.append((event, newest))
@@ -310,36 +329,7 @@ class KafkaWorker:
                 self.replayed_windows += 1  # published before a failover
                 continue
             processed = await self._process(area, window)
-            estimate = processed.estimate
-            sends = [
-                await self.state_topic.send(key=key, value=estimate.model_dump_json().encode())
-            ]
-            if processed.forecast is not None:
-                sends.append(
-                    await self.forecast_topic.send(
-                        key=key, value=processed.forecast.model_dump_json().encode()
-                    )
-                )
-            if processed.flisr is not None:
-                sends.append(
-                    await self.flisr_topic.send(
-                        key=key, value=processed.flisr.model_dump_json().encode()
-                    )
-                )
-            await asyncio.gather(*sends)
-            rows = list(rows_from_estimate(estimate))
-            if processed.forecast is not None:
-                rows += rows_from_forecast(processed.forecast)
-            if processed.flisr is not None:
-                rows += rows_from_flisr(processed.flisr)
-            for sink in self.sinks:
-                sink.submit(rows)
-            self.stats.estimates_published += 1
-            if estimate.status is EstimateStatus.OK:
-                self.stats.estimates_ok += 1
-            else:
-                self.stats.estimates_failed += 1
-            self.stats.estimate_ms = estimate.runtime_ms
+            await self._emit(key, area.fanout.processed(processed, now=datetime.now(tz=UTC)))
             if self.emitted is not None:
                 self.emitted[key] = slot
         last = area.intake.aligner.last_closed
@@ -365,12 +355,34 @@ class KafkaWorker:
             return Processed(skipped)
         return await area.processor.process(window)
 
+    async def _emit(self, key: bytes, fanned: Fanned) -> None:
+        """A window's results: every message to its Kafka topic (stamped in the headers, so the
+        bridge passes each on once), acknowledged by Kafka; then the rows to the sinks."""
+        sends = [await self._send(key, message) for message in fanned.messages]
+        await asyncio.gather(*sends)
+        self.stats.estimates_published += sum(
+            1 for m in fanned.messages if m.kind is ResultKind.STATE
+        )
+        if fanned.rows:
+            rows = list(fanned.rows)
+            for sink in self.sinks:
+                sink.submit(rows)
+
+    async def _send(self, key: bytes, message: Outgoing) -> Awaitable[Any]:
+        headers = []
+        if message.stamp is not None:
+            headers = [
+                (STAMP_HEADER, message.stamp.isoformat().encode()),
+                (SEQ_HEADER, str(message.seq).encode()),
+            ]
+        topic = self.result_topics[message.kind]
+        return await topic.send(key=key, value=message.payload.encode(), headers=headers)
+
     async def _dead_letter(
         self, area: str, topic: str, raw: bytes, reason: str, device: str | None = None
     ) -> None:
-        self.stats.dead_letters += 1
-        letter = DeadLetter.of(topic, raw, reason, device=device)
-        await self.deadletter_topic.send(key=area.encode(), value=letter.model_dump_json().encode())
+        self.stats.dead_letters += 1  # also of areas this worker has no agent spec for
+        await self._send(area.encode(), dead_letter(topic, raw=raw, reason=reason, device=device))
 
     def snapshot(self) -> dict[str, Any]:
         """Counters of this worker, for logs and the status report."""
@@ -387,4 +399,4 @@ class KafkaWorker:
 def create_worker(settings: Settings) -> KafkaWorker:
     """The faust worker app for the agent specs in `settings.agents_dir` (nothing connects or
     runs until `faust.Worker(worker.app).execute_from_commandline()`)."""
-    return KafkaWorker(settings, load_agent_specs(settings.agents_dir))
+    return KafkaWorker(settings, specs=load_agent_specs(settings.agents_dir))

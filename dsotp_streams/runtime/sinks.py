@@ -62,8 +62,8 @@ class RowSink:
     def __init__(
         self,
         name: str,
-        backend: SinkBackend,
         *,
+        backend: SinkBackend,
         batch_size: int,
         flush_interval_s: float,
         max_buffer_rows: int,
@@ -208,7 +208,7 @@ def build_sinks(settings: Settings) -> tuple[list[RowSink], DuckStore | None]:
         sinks.append(
             RowSink(
                 f"influx-{influx.api}",
-                make_writer(influx),
+                backend=make_writer(influx),
                 batch_size=influx.batch_size,
                 flush_interval_s=influx.flush_interval_s,
                 max_buffer_rows=influx.max_buffer_rows,
@@ -222,7 +222,7 @@ def build_sinks(settings: Settings) -> tuple[list[RowSink], DuckStore | None]:
         sinks.append(
             RowSink(
                 "duckdb",
-                DuckBackend(store),
+                backend=DuckBackend(store),
                 batch_size=settings.store.batch_size,
                 flush_interval_s=settings.store.flush_interval_s,
                 max_buffer_rows=max(settings.store.batch_size * 20, 100_000),

@@ -42,6 +42,7 @@ __all__ = [
     "Intake",
     "IntakeOutcome",
     "LoadHistory",
+    "PipelineStats",
     "Processed",
     "WindowProcessor",
     "touch",
@@ -62,6 +63,60 @@ class IntakeOutcome(StrEnum):
     DUPLICATE = "duplicate"
     UNKNOWN_DEVICE = "unknown_device"
     FUTURE = "future"
+
+
+@dataclass
+class PipelineStats:
+    """What an area pipeline has seen and done."""
+
+    messages_in: int = 0
+    frames_valid: int = 0
+    dead_letters: int = 0
+    invalid: int = 0
+    late: int = 0
+    duplicate: int = 0
+    unknown_device: int = 0
+    future: int = 0
+    windows: int = 0
+    windows_incomplete: int = 0
+    windows_skipped: int = 0
+    estimates_published: int = 0
+    estimates_ok: int = 0
+    estimates_failed: int = 0
+    publish_errors: int = 0
+    reconnects: int = 0
+    lag_ms: float = 0.0
+    lag_ms_max: float = 0.0
+    estimate_ms: float = 0.0
+    max_true_dvm_pu: float = 0.0
+    flisr_events: int = 0
+    forecasts: int = 0
+    forecast_history_steps: int = 0  # read back from the store at start (warm start)
+    forecasts_rejected: int = 0  # set aside: their pseudo-measurements contradicted the PMUs
+    implausible: int = 0
+    processing_errors: int = 0
+    dead_letters_dropped: int = 0  # the dead-letter queue was full (a flood)
+    flisr_lag_ms: float = 0.0  # from the faulted window's start to the published plan
+    estimate_age_ms_max: float = 0.0  # oldest window whose estimate began (max_window_age_s)
+
+    def count(self, outcome: IntakeOutcome) -> None:
+        """One frame message more, in the counter of its outcome."""
+        self.messages_in += 1
+        match outcome:
+            case IntakeOutcome.VALID:
+                self.frames_valid += 1
+            case IntakeOutcome.INVALID:
+                self.invalid += 1
+            case IntakeOutcome.IMPLAUSIBLE:
+                self.implausible += 1
+            case IntakeOutcome.LATE:
+                self.late += 1
+            case IntakeOutcome.DUPLICATE:
+                self.duplicate += 1
+            case IntakeOutcome.UNKNOWN_DEVICE:
+                self.unknown_device += 1
+            case IntakeOutcome.FUTURE:
+                self.future += 1
 
 
 _FROM_ALIGNER = {
@@ -95,8 +150,8 @@ class FrameIntake:
     def __init__(
         self,
         spec: AgentSpec,
-        grid: GridModel,
         *,
+        grid: GridModel,
         max_payload_bytes: int,
         event_time: bool,
         idle_close_s: float = 1.0,
@@ -108,7 +163,7 @@ class FrameIntake:
         self.idle_close_s = max(idle_close_s, 2 * spec.window.wait_ms / 1000.0)
         self._event_now: datetime | None = None
         self._last_offer = time.monotonic()
-        self.frame_check = FrameCheck(spec, grid)
+        self.frame_check = FrameCheck(spec, grid=grid)
         self.aligner = Aligner(
             area=spec.area,
             devices=spec.device_ids,
@@ -129,10 +184,11 @@ class FrameIntake:
             return self._event_now + timedelta(seconds=idle_s)
         return _utcnow()
 
-    def offer(self, raw: bytes) -> Intake:
-        """One frame message, as received."""
-        self._last_offer = time.monotonic()
-        if len(raw) > self.max_payload_bytes:
+    @staticmethod
+    def decode(raw: bytes, *, max_payload_bytes: int) -> Intake:
+        """The first step of `offer`, on its own for a transport that forwards frames (the
+        bridge): size and schema; VALID with the frame, or INVALID with the reason."""
+        if len(raw) > max_payload_bytes:
             return Intake(
                 IntakeOutcome.INVALID, reason=f"payload of {len(raw)} bytes exceeds the limit"
             )
@@ -140,6 +196,18 @@ class FrameIntake:
             frame = parse_frame(raw)
         except FrameError as exc:
             return Intake(IntakeOutcome.INVALID, reason=f"invalid frame: {exc}")
+        return Intake(IntakeOutcome.VALID, frame=frame, device=frame.device)
+
+    def offer(self, raw: bytes) -> Intake:
+        """One frame message, as received."""
+        self._last_offer = time.monotonic()
+        decoded = self.decode(raw, max_payload_bytes=self.max_payload_bytes)
+        if decoded.frame is None:
+            return decoded
+        return self.offer_frame(decoded.frame)
+
+    def offer_frame(self, frame: PmuFrame) -> Intake:
+        """One decoded frame: checked for plausibility, then aligned."""
         problem = self.frame_check.problem(frame)
         if problem is not None:
             return Intake(
@@ -166,7 +234,7 @@ class FrameIntake:
 
     def flush(self) -> list[Window]:
         """Every open window, complete or not (at shutdown)."""
-        return self.aligner.flush(now=_utcnow())
+        return self.aligner.flush(now=self.now())
 
 
 def touch(path: Path) -> None:
@@ -214,9 +282,9 @@ class WindowProcessor:
 
     def __post_init__(self) -> None:
         spec = self.spec
-        self.estimator = Estimator(spec, self.grid)
-        self.detector = FaultDetector(spec, self.grid) if spec.flisr.enabled else None
-        self.planner = FlisrPlanner(self.grid, spec.flisr) if spec.flisr.enabled else None
+        self.estimator = Estimator(spec, grid=self.grid)
+        self.detector = FaultDetector(spec, grid=self.grid) if spec.flisr.enabled else None
+        self.planner = FlisrPlanner(self.grid, spec=spec.flisr) if spec.flisr.enabled else None
         self.model_path = self.model_dir / spec.forecast.model.format(area=spec.area)
         self.forecaster = None
         if spec.forecast.enabled:
@@ -226,7 +294,7 @@ class WindowProcessor:
                     model = load_forecaster(self.model_path)
                 except DsotpError as exc:
                     log.warning("forecast model unusable, training anew: %s", exc)
-            self.forecaster = ForecastAgent(spec.area, spec.forecast, model)
+            self.forecaster = ForecastAgent(spec.area, spec=spec.forecast, model=model)
 
     def _forecaster_ready(self, first: datetime) -> bool:
         """False while the stored history is being read (started by the first window, whose
@@ -268,7 +336,7 @@ class WindowProcessor:
                 return 0
             profiles = profiles_from_slots(rows, forecast.step_s)
             steps = self.forecaster.seed(
-                profiles.start, profiles.step_s, profiles.nodes, profiles.values
+                profiles.start, step_s=profiles.step_s, buses=profiles.nodes, p_mw=profiles.values
             )
         except DsotpError as exc:  # forecasting then starts from nothing, as without a store
             log.warning("forecast history of %s not read: %s", self.spec.area, exc)
@@ -281,7 +349,7 @@ class WindowProcessor:
         )
         return steps
 
-    def skipped(self, window: Window, reason: str) -> StateEstimate:
+    def skipped(self, window: Window, *, reason: str) -> StateEstimate:
         """The estimate published for a window this processor did not estimate."""
         return StateEstimate(
             area=window.area,
@@ -302,9 +370,9 @@ class WindowProcessor:
         if max_age_s <= 0 or age_s <= max_age_s:
             return None
         reason = f"{who} behind: window started {age_s:.1f} s ago (limit {max_age_s:g} s)"
-        return self.skipped(window, reason)
+        return self.skipped(window, reason=reason)
 
-    async def process(self, window: Window, truth: TrueState | None = None) -> Processed:
+    async def process(self, window: Window, *, truth: TrueState | None = None) -> Processed:
         """Estimate one window; then forecasting and FLISR on its result."""
         observation = self.detector.observe(window) if self.detector else None
         v_prefault = self.estimator.last_state

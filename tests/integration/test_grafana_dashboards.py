@@ -67,7 +67,7 @@ def filled(
     """30 s of an emulated CIGRE MV run (one window with a gross error) through the v1 sink."""
     server = InfluxServer(tmp_path_factory.mktemp("influx-dash"))
     server.start()
-    fleet, estimator = PmuFleet(spec, grid), Estimator(spec, grid)
+    fleet, estimator = PmuFleet(spec, grid), Estimator(spec, grid=grid)
     start = datetime.now(UTC).replace(microsecond=0) - timedelta(seconds=30)
     rows: list[Row] = []
     for k in range(150):
@@ -111,7 +111,7 @@ def filled(
     settings = InfluxSettings(url=server.url, api="v1")
     sink = RowSink(
         "influx-v1",
-        make_writer(settings),
+        backend=make_writer(settings),
         batch_size=5000,
         flush_interval_s=0.1,
         max_buffer_rows=10**6,

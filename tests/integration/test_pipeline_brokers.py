@@ -16,9 +16,10 @@ import paho.mqtt.client as paho
 import pytest
 
 from dsotp_streams.adapters.mqtt import MqttEndpoint
-from dsotp_streams.cli_demo import DemoSummary, run_demo
+from dsotp_streams.cli.demo import run_demo
 from dsotp_streams.contracts.agent import AgentSpec
 from dsotp_streams.contracts.messages import DeadLetter, EstimateStatus, StateEstimate
+from dsotp_streams.runtime.demo import DemoSummary
 from dsotp_streams.settings import MqttSettings, Settings
 
 pytestmark = pytest.mark.broker

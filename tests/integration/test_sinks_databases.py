@@ -99,7 +99,7 @@ def _sink(url: str, api: str, spill: Path) -> RowSink:
     )
     return RowSink(
         f"influx-{api}",
-        make_writer(settings),
+        backend=make_writer(settings),
         batch_size=500,
         flush_interval_s=0.1,
         max_buffer_rows=2000,

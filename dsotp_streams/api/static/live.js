@@ -169,7 +169,12 @@ async function counters() {
 }
 
 async function start() {
-  const areas = (await (await fetch("/api/live/areas")).json()).areas;
+  // the page may be open before the first area is registered (its grid still loading)
+  let areas = [];
+  while (!areas.length) {
+    try { areas = (await (await fetch("/api/live/areas")).json()).areas; } catch (e) { areas = []; }
+    if (!areas.length) { $("area").textContent = "waiting for the grid..."; await new Promise((r) => setTimeout(r, 250)); }
+  }
   state.area = areas[0]; $("area").textContent = state.area;
   state.meta = await (await fetch(`/api/live/${state.area}/meta`)).json();
   if (state.meta.flisr) showFlisr(state.meta.flisr);

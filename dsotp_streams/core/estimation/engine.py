@@ -33,11 +33,11 @@ log = logging.getLogger(__name__)
 class Estimator:
     """Window in, StateEstimate out; failures become a status with its reason."""
 
-    def __init__(self, spec: AgentSpec, grid: GridModel) -> None:
+    def __init__(self, spec: AgentSpec, *, grid: GridModel) -> None:
         self.spec = spec
         self.grid = grid
         self.engine = spec.estimator.engine
-        self.mapping = MeasurementMap(spec, grid)
+        self.mapping = MeasurementMap(spec, grid=grid)
         e = spec.estimator
         self.options = WlsOptions(
             max_iterations=e.max_iterations,
@@ -100,12 +100,19 @@ class Estimator:
         try:
             ms = self.mapping.build(window)
             if self.engine == "pandapower":
-                v = solve_pandapower(self.grid, ms)
-                result = WlsResult(v, 0, math.nan, 0, 0.0, [], ms)
+                v = solve_pandapower(self.grid, ms=ms)
+                result = WlsResult(
+                    v=v,
+                    iterations=0,
+                    objective=math.nan,
+                    dof=0,
+                    chi2_threshold=0.0,
+                    measurements=ms,
+                )
             else:
                 result = solve_wls(
                     self.grid,
-                    ms,
+                    ms=ms,
                     options=self.options,
                     v0=self._last_v,
                     cache=self._cache,

@@ -91,7 +91,7 @@ class _Channel:
 class MeasurementMap:
     """Built once per agent: which reading of which device maps to which measurement function."""
 
-    def __init__(self, spec: AgentSpec, grid: GridModel) -> None:
+    def __init__(self, spec: AgentSpec, *, grid: GridModel) -> None:
         self.grid = grid
         self.sigmas: SigmaSpec = spec.estimator.sigmas
         self.v_factor = spec.voltage_basis.to_line_to_line

@@ -21,7 +21,7 @@ log = logging.getLogger(__name__)
 _BRANCH_KINDS = {Kind.P_FLOW: "p", Kind.Q_FLOW: "q", Kind.I_MAG: "i"}
 
 
-def solve_pandapower(grid: GridModel, ms: MeasurementSet) -> ComplexArray:
+def solve_pandapower(grid: GridModel, *, ms: MeasurementSet) -> ComplexArray:
     """Estimate with pandapower (about 100 ms a snapshot).
 
     pandapower uses voltage angles but ignores current angles, and holds the slack angle fixed.

@@ -41,7 +41,7 @@ class WlsOptions:
     max_bad_data: int = 3
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class WlsResult:
     """Estimated voltages and the quality of the fit."""
 
@@ -261,7 +261,7 @@ class WlsCache:
     the rank check (the costliest steps) run once per structure, not once per window.
     """
 
-    def __init__(self, grid: GridModel, max_entries: int = 256) -> None:
+    def __init__(self, grid: GridModel, *, max_entries: int = 256) -> None:
         self.grid = grid
         self.max_entries = max_entries
         self._models: dict[bytes, _Model] = {}
@@ -289,7 +289,7 @@ class WlsCache:
 
 
 @lru_cache(maxsize=1024)
-def chi2_threshold(dof: int, confidence: float) -> float:
+def chi2_threshold(dof: int, *, confidence: float) -> float:
     """The chi-square quantile a weighted residual sum is tested against."""
     return float(chi2.ppf(confidence, dof)) if dof > 0 else 0.0
 
@@ -343,7 +343,7 @@ def _solve_once(
         r = value - h
         r[angle] = (r[angle] + np.pi) % (2.0 * np.pi) - np.pi
         try:
-            dx = model.gain_solver.solve(jac, weights, jac.T @ (weights * r))
+            dx = model.gain_solver.solve(jac, weights=weights, rhs=jac.T @ (weights * r))
         except (RuntimeError, np.linalg.LinAlgError, ValueError) as exc:
             raise NotObservableError(f"gain matrix is singular: {exc}") from exc
         if not np.all(np.isfinite(dx)):
@@ -367,7 +367,7 @@ def _normalized_residuals(sigma: FloatArray, r: FloatArray, jac: Matrix, ops: Op
     return rn
 
 
-def residual_variances(grid: GridModel, ms: MeasurementSet, v: ComplexArray) -> FloatArray:
+def residual_variances(grid: GridModel, *, ms: MeasurementSet, v: ComplexArray) -> FloatArray:
     """Variance of each measurement's residual at state v (in the set's order).
 
     Near zero for a critical measurement: an error in it cannot show in any residual.
@@ -385,8 +385,8 @@ def residual_variances(grid: GridModel, ms: MeasurementSet, v: ComplexArray) -> 
 
 def solve_wls(
     grid: GridModel,
-    ms: MeasurementSet,
     *,
+    ms: MeasurementSet,
     options: WlsOptions,
     v0: ComplexArray | None = None,
     cache: WlsCache | None = None,
@@ -410,8 +410,16 @@ def solve_wls(
             fit = _solve_once(grid, ms, start, options, cache)
         objective = float(np.sum((fit.residual / fit.sigma) ** 2))
         dof = ms.size - fit.model.n_state
-        threshold = chi2_threshold(dof, options.chi2_confidence)
-        result = WlsResult(fit.v, fit.iterations, objective, dof, threshold, removed, ms)
+        threshold = chi2_threshold(dof, confidence=options.chi2_confidence)
+        result = WlsResult(
+            v=fit.v,
+            iterations=fit.iterations,
+            objective=objective,
+            dof=dof,
+            chi2_threshold=threshold,
+            bad_data=removed,
+            measurements=ms,
+        )
         # the normalised-residual test needs the residual covariance: every window on small
         # (dense) grids; on large ones only when a plain weighted residual already exceeds the
         # limit (r_N >= |r| / sigma, so that is a sure sign of bad data)

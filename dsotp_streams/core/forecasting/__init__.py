@@ -1,5 +1,6 @@
 """Probabilistic load and generation forecasting: features, models with quantiles, evaluation."""
 
+from dsotp_streams.core.forecasting.backtest import Backtest, backtest
 from dsotp_streams.core.forecasting.metrics import ForecastScores, score
 from dsotp_streams.core.forecasting.models import (
     QUANTILES,
@@ -10,9 +11,11 @@ from dsotp_streams.core.forecasting.models import (
 
 __all__ = [
     "QUANTILES",
+    "Backtest",
     "ForecastScores",
     "QuantileForecaster",
     "SeasonalNaive",
+    "backtest",
     "day_ahead_origins",
     "score",
 ]

@@ -11,7 +11,7 @@ from dsotp_streams.core.grid import FloatArray
 __all__ = ["ForecastScores", "pinball", "score"]
 
 
-def pinball(y: FloatArray, q: FloatArray, alpha: float) -> float:
+def pinball(y: FloatArray, *, q: FloatArray, alpha: float) -> float:
     """Mean pinball (quantile) loss of forecasts q of level alpha."""
     diff = y - q
     return float(np.mean(np.maximum(alpha * diff, (alpha - 1.0) * diff)))
@@ -28,11 +28,11 @@ class ForecastScores:
     crps: float  # approximated from the quantiles (2 x mean pinball)
 
 
-def score(y: FloatArray, quantiles: dict[float, FloatArray]) -> ForecastScores:
+def score(y: FloatArray, *, quantiles: dict[float, FloatArray]) -> ForecastScores:
     """Scores of `quantiles` (level -> forecasts, same shape as y)."""
     levels = sorted(quantiles)
     median = quantiles[min(levels, key=lambda a: abs(a - 0.5))]
-    losses = [pinball(y, quantiles[a], a) for a in levels]
+    losses = [pinball(y, q=quantiles[a], alpha=a) for a in levels]
     mae = float(np.mean(np.abs(y - median)))
     inside = (y >= quantiles[levels[0]]) & (y <= quantiles[levels[-1]])
     scale = float(np.mean(np.abs(y))) or 1.0

@@ -44,7 +44,7 @@ _FEATURES = (
 )
 
 
-def day_ahead_origins(n_steps: int, steps_per_day: int, *, start: int) -> list[int]:
+def day_ahead_origins(n_steps: int, *, steps_per_day: int, start: int) -> list[int]:
     """Issue times (step indices at day boundaries) from `start` with a full day ahead."""
     first = -(-start // steps_per_day) * steps_per_day
     return list(range(first, n_steps - steps_per_day + 1, steps_per_day))
@@ -126,7 +126,7 @@ class SeasonalNaive:
         self.offsets = {a: float(np.quantile(errors, a)) for a in QUANTILES}
         return self
 
-    def predict(self, y: FloatArray, origin: int, horizon: int) -> dict[float, FloatArray]:
+    def predict(self, y: FloatArray, *, origin: int, horizon: int) -> dict[float, FloatArray]:
         """Quantile forecasts (horizon x nodes) from the history before `origin`."""
         scale = _scale(y[:origin])
         base = y[origin + np.arange(horizon) - 7 * self.spd]
@@ -174,7 +174,7 @@ class QuantileForecaster:
         z = y / scale
         kinds = self._kinds(z)
         split = y.shape[0] - self.calibration_days * self.spd
-        origins = day_ahead_origins(split, self.spd, start=8 * self.spd)
+        origins = day_ahead_origins(split, steps_per_day=self.spd, start=8 * self.spd)
         x, target = _design(z, origins, self.horizon, self.spd, self.calendar, kinds)
         rng = np.random.default_rng(self.seed)
         if len(target) > self.max_rows:
@@ -199,7 +199,7 @@ class QuantileForecaster:
             if progress is not None:
                 progress(k + 1, len(QUANTILES) + 1)
         # conformal widening of the outer quantiles on the held-out calibration span
-        cal_origins = day_ahead_origins(y.shape[0], self.spd, start=split)
+        cal_origins = day_ahead_origins(y.shape[0], steps_per_day=self.spd, start=split)
         xc, yc = _design(z, cal_origins, self.horizon, self.spd, self.calendar, kinds)
         lo, hi = (self.boosters[a].predict(xc) for a in (QUANTILES[0], QUANTILES[-1]))
         excess = np.maximum(lo - yc, yc - hi)
@@ -214,7 +214,7 @@ class QuantileForecaster:
         kinds: FloatArray = np.round(z.std(axis=0) * 10.0) / 10.0
         return kinds
 
-    def predict(self, y: FloatArray, origin: int) -> dict[float, FloatArray]:
+    def predict(self, y: FloatArray, *, origin: int) -> dict[float, FloatArray]:
         """Quantile forecasts (horizon x nodes) issued at `origin` from the history before it."""
         if not self.boosters:
             raise DsotpError("the forecaster is not trained")

@@ -37,7 +37,7 @@ class ForecastAgent:
     """One area's forecaster."""
 
     def __init__(
-        self, area: str, spec: ForecastSpec, model: QuantileForecaster | None = None
+        self, area: str, *, spec: ForecastSpec, model: QuantileForecaster | None = None
     ) -> None:
         self.area = area
         self.spec = spec
@@ -89,7 +89,9 @@ class ForecastAgent:
             forecast, self.pseudo(slot) if forecast or self.current else None, retrained
         )
 
-    def seed(self, start: datetime, step_s: float, buses: Sequence[str], p_mw: np.ndarray) -> int:
+    def seed(
+        self, start: datetime, *, step_s: float, buses: Sequence[str], p_mw: np.ndarray
+    ) -> int:
         """Take a stored history as if it had been observed: `p_mw` (steps x buses) holds the
         mean load of each step from `start` (what the stores' `bus_loads` give). Only before the
         first estimate; rows with a NaN are left out. Returns the steps kept."""
@@ -152,7 +154,7 @@ class ForecastAgent:
         self._next_refresh = now + timedelta(seconds=self.spec.refresh_s)
         padded = np.vstack([series, np.zeros((self.spec.horizon_steps, series.shape[1]))])
         self.model.horizon = self.spec.horizon_steps
-        quantiles = self.model.predict(padded, len(series))
+        quantiles = self.model.predict(padded, origin=len(series))
         start = datetime.fromtimestamp(slot * self.spec.step_s, tz=UTC)
         times = [
             start + timedelta(seconds=k * self.spec.step_s) for k in range(self.spec.horizon_steps)

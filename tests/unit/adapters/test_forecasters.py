@@ -35,7 +35,9 @@ def test_a_saved_forecaster_reads_back_with_the_same_forecasts(
     assert sorted(p.name for p in path.parent.iterdir()) == ["forecast-x.json"]  # no partial
     again = load_forecaster(path)
     for a in QUANTILES:
-        np.testing.assert_allclose(again.predict(y, 52 * SPD)[a], model.predict(y, 52 * SPD)[a])
+        np.testing.assert_allclose(
+            again.predict(y, origin=52 * SPD)[a], model.predict(y, origin=52 * SPD)[a]
+        )
 
 
 @pytest.mark.parametrize("content", [None, "", "{not json", '{"spd": 24}', '{"boosters": 3}'])

@@ -61,7 +61,7 @@ frames = st.fixed_dictionaries(
 
 @pytest.fixture(scope="module")
 def check(spec: AgentSpec, grid: GridModel) -> FrameCheck:
-    return FrameCheck(spec, grid)
+    return FrameCheck(spec, grid=grid)
 
 
 def _ingest(payload: bytes, check: FrameCheck) -> str:

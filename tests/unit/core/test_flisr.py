@@ -30,7 +30,7 @@ def _window(spec: AgentSpec, fleet: PmuFleet, ts: datetime, v: object | None = N
 
 
 def _faulted_case(spec: AgentSpec, grid: GridModel, line: str) -> tuple[FaultObservation, object]:
-    fleet, detector = PmuFleet(spec, grid), FaultDetector(spec, grid)
+    fleet, detector = PmuFleet(spec, grid), FaultDetector(spec, grid=grid)
     for k in range(4):
         assert detector.observe(_window(spec, fleet, T0 + timedelta(milliseconds=100 * k))) is None
     v0 = fleet.step(T0 + timedelta(milliseconds=400)).v
@@ -38,7 +38,7 @@ def _faulted_case(spec: AgentSpec, grid: GridModel, line: str) -> tuple[FaultObs
     depth = fleet._depths()
     far = max((ref.from_bus, ref.to_bus), key=lambda b: depth.get(b, 0))
     observation = detector.observe(
-        _window(spec, fleet, T0 + timedelta(seconds=1), fault_state(grid, v0, far))
+        _window(spec, fleet, T0 + timedelta(seconds=1), fault_state(grid, v_prefault=v0, bus=far))
     )
     assert observation is not None
     return observation, v0
@@ -47,7 +47,7 @@ def _faulted_case(spec: AgentSpec, grid: GridModel, line: str) -> tuple[FaultObs
 def test_every_cigre_line_fault_is_located_isolated_and_restored(
     spec: AgentSpec, grid: GridModel
 ) -> None:
-    planner = FlisrPlanner(grid, spec.flisr)
+    planner = FlisrPlanner(grid, spec=spec.flisr)
     lines = [r.name for r in grid.branches.values() if r.element == "line"]
     in_circuit = [ln for ln in lines if planner.normal.degree(planner.element_of[ln]) >= 2]
     assert len(in_circuit) == 12  # the three tie lines (S1-S3 open) are out of circuit
@@ -69,7 +69,7 @@ def test_every_cigre_line_fault_is_located_isolated_and_restored(
 
 def test_plan_is_stored_as_one_annotated_row(spec: AgentSpec, grid: GridModel) -> None:
     observation, v0 = _faulted_case(spec, grid, "Line 8-9")
-    event = FlisrPlanner(grid, spec.flisr).plan(observation, area=spec.area, v_prefault=v0)  # type: ignore[arg-type]
+    event = FlisrPlanner(grid, spec=spec.flisr).plan(observation, area=spec.area, v_prefault=v0)  # type: ignore[arg-type]
     (row,) = rows_from_flisr(event)
     assert row.measurement == "flisr" and row.tags == {"area": spec.area, "kind": "planned"}
     assert "Line 8-9" in str(row.fields["text"]) and "close S3" in str(row.fields["plan"])
@@ -78,7 +78,7 @@ def test_plan_is_stored_as_one_annotated_row(spec: AgentSpec, grid: GridModel) -
 def test_existing_switches_only_isolate_the_whole_feeder(spec: AgentSpec, grid: GridModel) -> None:
     existing = spec.flisr.model_copy(update={"switchable": "existing"})
     observation, v0 = _faulted_case(spec, grid, "Line 3-4")
-    event = FlisrPlanner(grid, existing).plan(observation, area=spec.area, v_prefault=v0)  # type: ignore[arg-type]
+    event = FlisrPlanner(grid, spec=existing).plan(observation, area=spec.area, v_prefault=v0)  # type: ignore[arg-type]
     # without line-end switches the section is everything between the tie switches and the
     # transformer breakers: the whole first feeder is isolated and cannot be restored
     assert "Line 3-4" in event.fault_lines and "Line 1-2" in event.fault_lines
@@ -86,7 +86,7 @@ def test_existing_switches_only_isolate_the_whole_feeder(spec: AgentSpec, grid: 
 
 
 def test_no_indication_and_no_sag_locates_nothing(spec: AgentSpec, grid: GridModel) -> None:
-    planner = FlisrPlanner(grid, spec.flisr)
+    planner = FlisrPlanner(grid, spec=spec.flisr)
     measured = {b: False for d in spec.devices for b in d.branches}
     event = planner.plan(
         FaultObservation(T0, "undervoltage at Bus 1", measured, {}), area=spec.area
@@ -96,12 +96,12 @@ def test_no_indication_and_no_sag_locates_nothing(spec: AgentSpec, grid: GridMod
 
 
 def test_detector_learns_normal_currents_and_fires_once(spec: AgentSpec, grid: GridModel) -> None:
-    fleet, detector = PmuFleet(spec, grid), FaultDetector(spec, grid)
+    fleet, detector = PmuFleet(spec, grid), FaultDetector(spec, grid=grid)
     for k in range(20):
         assert detector.observe(_window(spec, fleet, T0 + timedelta(milliseconds=100 * k))) is None
     v0 = fleet.step(T0 + timedelta(seconds=2)).v
     far = grid.bus_index["Bus 9"]
-    faulted = fault_state(grid, v0, far)
+    faulted = fault_state(grid, v_prefault=v0, bus=far)
     first = detector.observe(_window(spec, fleet, T0 + timedelta(seconds=3), faulted))
     again = detector.observe(_window(spec, fleet, T0 + timedelta(seconds=3.1), faulted))
     assert first is not None and "overcurrent" in first.trigger and again is None  # cooldown
@@ -128,7 +128,7 @@ def test_larger_grid_faults_are_located_and_plans_pass_the_power_flow() -> None:
     spec = AgentSpec(
         area="oberrhein", grid=GridSpec(name="mv_oberrhein"), devices=devices, flisr=FlisrSpec()
     )
-    planner = FlisrPlanner(grid, spec.flisr)
+    planner = FlisrPlanner(grid, spec=spec.flisr)
     lines = [r.name for r in grid.branches.values() if r.element == "line"]
     lines = [ln for ln in lines if planner.normal.degree(planner.element_of[ln]) >= 2][::20]
     assert len(lines) >= 8
@@ -142,7 +142,7 @@ def test_larger_grid_faults_are_located_and_plans_pass_the_power_flow() -> None:
 def test_detector_opens_cases_for_trips_lost_devices_and_failing_estimates(
     spec: AgentSpec, grid: GridModel
 ) -> None:
-    fleet, detector = PmuFleet(spec, grid), FaultDetector(spec, grid)
+    fleet, detector = PmuFleet(spec, grid), FaultDetector(spec, grid=grid)
     windows = [_window(spec, fleet, T0 + timedelta(milliseconds=100 * k)) for k in range(12)]
     for window in windows[:10]:
         assert detector.observe(window) is None
@@ -176,7 +176,7 @@ def test_detector_opens_cases_for_trips_lost_devices_and_failing_estimates(
     trip = detector.observe(window)
     assert trip is not None and "current lost on Line 1-2" in trip.trigger
     # estimates failing in a row
-    fresh = FaultDetector(spec, grid)
+    fresh = FaultDetector(spec, grid=grid)
     for _ in range(spec.flisr.failed_estimates):
         fresh.estimate_status(ok=False)
     failing = fresh.observe(windows[11])
@@ -188,11 +188,11 @@ def test_a_fault_seen_without_every_pmu_waits_for_a_complete_window(
 ) -> None:
     """Frames of the PMUs beyond the first overcurrent branch came late: the case waits (up to
     `incomplete_wait_windows`) for a window with them, and then locates the fault right."""
-    fleet, detector = PmuFleet(spec, grid), FaultDetector(spec, grid)
+    fleet, detector = PmuFleet(spec, grid), FaultDetector(spec, grid=grid)
     for k in range(20):
         assert detector.observe(_window(spec, fleet, T0 + timedelta(milliseconds=100 * k))) is None
     v0 = fleet.step(T0 + timedelta(seconds=2)).v
-    faulted = fault_state(grid, v0, grid.bus_index["Bus 9"])
+    faulted = fault_state(grid, v_prefault=v0, bus=grid.bus_index["Bus 9"])
     full = _window(spec, fleet, T0 + timedelta(seconds=3), faulted)
     late = {"pmu-n3", "pmu-n8"}
     partial = full.model_copy(
@@ -209,7 +209,7 @@ def test_a_fault_seen_without_every_pmu_waits_for_a_complete_window(
     assert observation is not None
     assert {k for k, flag in observation.passage.items() if flag} >= {"Line 8-9"}
     # with nothing but incomplete windows, the case opens after the wait, from what there is
-    fresh = FaultDetector(spec, grid)
+    fresh = FaultDetector(spec, grid=grid)
     for k in range(20):
         assert fresh.observe(_window(spec, fleet, T0 + timedelta(milliseconds=100 * k))) is None
     outcomes = [fresh.observe(partial) for _ in range(3)]
@@ -219,7 +219,7 @@ def test_a_fault_seen_without_every_pmu_waits_for_a_complete_window(
 def test_a_late_frame_is_not_a_lost_device_but_a_device_gone_is(
     spec: AgentSpec, grid: GridModel
 ) -> None:
-    fleet, detector = PmuFleet(spec, grid), FaultDetector(spec, grid)
+    fleet, detector = PmuFleet(spec, grid), FaultDetector(spec, grid=grid)
     windows = [_window(spec, fleet, T0 + timedelta(milliseconds=100 * k)) for k in range(30)]
     for window in windows[:10]:
         assert detector.observe(window) is None

@@ -49,8 +49,8 @@ def test_linalg_backends_give_the_same_estimate(spec: AgentSpec, grid: GridModel
     results = []
     for ops in (dense_ops, sparse_ops):
         g = _with_ops(grid, ops)
-        ms = MeasurementMap(spec, g).build(window)
-        results.append(solve_wls(g, ms, options=WlsOptions(tolerance=1e-10)))
+        ms = MeasurementMap(spec, grid=g).build(window)
+        results.append(solve_wls(g, ms=ms, options=WlsOptions(tolerance=1e-10)))
     dense, sparse = results
     assert np.max(np.abs(dense.v - sparse.v)) < 1e-8
     assert dense.objective == pytest.approx(sparse.objective, rel=1e-9)

@@ -15,7 +15,7 @@ T0 = datetime(2025, 6, 1, 12, 0, tzinfo=UTC)  # a replay: long before the wall c
 
 def intake(spec: AgentSpec, grid: GridModel, idle_close_s: float = 0.3) -> FrameIntake:
     return FrameIntake(
-        spec, grid, max_payload_bytes=100_000, event_time=True, idle_close_s=idle_close_s
+        spec, grid=grid, max_payload_bytes=100_000, event_time=True, idle_close_s=idle_close_s
     )
 
 

@@ -35,7 +35,7 @@ WINDOWS = 12
 def rows(spec: AgentSpec, grid: GridModel) -> list[Row]:
     """The rows of 12 estimated windows of the last seconds."""
     fleet = PmuFleet(spec, grid)
-    estimator = Estimator(spec, grid)
+    estimator = Estimator(spec, grid=grid)
     start = datetime.now(tz=UTC).replace(microsecond=0) - timedelta(seconds=5)
     out: list[Row] = []
     for k in range(WINDOWS):

@@ -8,18 +8,18 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 import typer
-from rich.console import Console
+
+from dsotp_streams.cli.common import console, settings_from_flags
 
 if TYPE_CHECKING:  # imported when a command runs: `dsotp --help` stays fast
-    import numpy as np
     from rich.progress import Progress
 
     from dsotp_streams.adapters.profiles import Profiles
+    from dsotp_streams.core.forecasting import Backtest
 
 __all__ = ["register"]
 
 log = logging.getLogger("dsotp_streams.forecast")
-console = Console()
 
 SourceOpt = Annotated[
     str,
@@ -60,6 +60,7 @@ def train(
     from dsotp_streams.adapters.profiles import load_profiles
     from dsotp_streams.core.forecasting import QUANTILES, QuantileForecaster
 
+    settings_from_flags()  # logging at the level of the settings
     with console.status("reading profiles"):
         profiles = load_profiles(source, nodes=nodes)
     split = _split(profiles, train_share)
@@ -88,77 +89,53 @@ def evaluate(
     plot: Annotated[Path | None, typer.Option("--plot", help="write a PNG of one node")] = None,
 ) -> None:
     """Day-ahead forecasts over the part after training, against seasonal naive."""
-    import numpy as np
     from rich.table import Table
 
     from dsotp_streams.adapters.forecasters import load_forecaster
     from dsotp_streams.adapters.profiles import load_profiles
-    from dsotp_streams.core.forecasting import QUANTILES, SeasonalNaive, day_ahead_origins, score
+    from dsotp_streams.core.forecasting import backtest
 
+    settings_from_flags()  # logging at the level of the settings
     with console.status("reading profiles"):
         profiles = load_profiles(source, nodes=nodes)
     forecaster = load_forecaster(model)
     y, spd = profiles.values, profiles.steps_per_day
     split = _split(profiles, train_share)
-    naive = SeasonalNaive(spd).fit(y[:split])
-    origins = day_ahead_origins(len(y), spd, start=split)
-    ours: dict[float, list[np.ndarray]] = {a: [] for a in QUANTILES}
-    base: dict[float, list[np.ndarray]] = {a: [] for a in QUANTILES}
-    truth = []
     with _progress() as progress:
-        task = progress.add_task(f"{len(origins)} day-ahead forecasts", total=len(origins))
-        for origin in origins:
-            f, b = forecaster.predict(y, origin), naive.predict(y, origin, spd)
-            for a in QUANTILES:
-                ours[a].append(f[a])
-                base[a].append(b[a])
-            truth.append(y[origin : origin + spd])
-            progress.advance(task)
-    observed = np.concatenate(truth)
-    scale = np.mean(np.abs(y[:split]), axis=0)
-    scale = np.where(scale > 1e-9, scale, 1.0)
-    columns = range(y.shape[1])
-    mine = [
-        score(
-            observed[:, j] / scale[j],
-            {a: np.concatenate(ours[a])[:, j] / scale[j] for a in QUANTILES},
+        days = len(range(split, len(y) - spd + 1, spd))
+        task = progress.add_task(f"{days} day-ahead forecasts", total=days)
+        result = backtest(
+            forecaster,
+            y=y,
+            steps_per_day=spd,
+            split=split,
+            progress=lambda done, _total: progress.update(task, completed=done),
         )
-        for j in columns
-    ]
-    theirs = [
-        score(
-            observed[:, j] / scale[j],
-            {a: np.concatenate(base[a])[:, j] / scale[j] for a in QUANTILES},
-        )
-        for j in columns
-    ]
-    table = Table(title=f"day-ahead, {len(origins)} days, {y.shape[1]} nodes (mean over nodes)")
+    table = Table(
+        title=f"day-ahead, {len(result.origins)} days, {y.shape[1]} nodes (mean over nodes)"
+    )
     for col in ("model", "nMAE", "pinball", "CRPS", "80 % coverage"):
         table.add_column(col, justify="right")
-    for name, s in (("seasonal naive", theirs), ("LightGBM quantile", mine)):
+    for name, scores in (
+        ("seasonal naive", result.naive_scores),
+        ("LightGBM quantile", result.ours_scores),
+    ):
+        mean = result.mean(scores)
         table.add_row(
             name,
-            f"{np.mean([x.nmae for x in s]):.3f}",
-            f"{np.mean([x.pinball for x in s]):.4f}",
-            f"{np.mean([x.crps for x in s]):.4f}",
-            f"{np.mean([x.coverage for x in s]):.3f}",
+            f"{mean['nmae']:.3f}",
+            f"{mean['pinball']:.4f}",
+            f"{mean['crps']:.4f}",
+            f"{mean['coverage']:.3f}",
         )
     console.print(table)
-    gain = 1 - np.mean([x.pinball for x in mine]) / np.mean([x.pinball for x in theirs])
-    typer.echo(f"pinball loss {100 * gain:.1f} % lower than seasonal naive")
+    typer.echo(f"pinball loss {100 * result.pinball_gain:.1f} % lower than seasonal naive")
     if plot is not None:
-        _plot(plot, profiles, origins, observed, ours, spd)
+        _plot(plot, profiles, result)
         typer.echo(f"plot written to {plot}")
 
 
-def _plot(
-    path: Path,
-    profiles: Profiles,
-    origins: list[int],
-    observed: np.ndarray,
-    ours: dict[float, list[np.ndarray]],
-    spd: int,
-) -> None:
+def _plot(path: Path, profiles: Profiles, result: Backtest) -> None:
     import matplotlib
     import numpy as np
 
@@ -167,15 +144,15 @@ def _plot(
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    days = min(7, len(origins))
-    t = np.arange(days * spd) / spd
+    spd = result.horizon
+    steps = min(7, len(result.origins)) * spd
+    t = np.arange(steps) / spd
     fig, ax = plt.subplots(figsize=(11, 4))
-    lo = np.concatenate(ours[QUANTILES[0]][:days])[:, 0]
-    hi = np.concatenate(ours[QUANTILES[-1]][:days])[:, 0]
-    med = np.concatenate(ours[0.5][:days])[:, 0]
+    lo = result.ours[QUANTILES[0]][:steps, 0]
+    hi = result.ours[QUANTILES[-1]][:steps, 0]
     ax.fill_between(t, lo, hi, alpha=0.3, label="10-90 %")
-    ax.plot(t, med, label="median")
-    ax.plot(t, observed[: days * spd, 0], color="black", lw=0.8, label="observed")
+    ax.plot(t, result.ours[0.5][:steps, 0], label="median")
+    ax.plot(t, result.observed[:steps, 0], color="black", lw=0.8, label="observed")
     ax.set_xlabel("days after the training span")
     ax.set_ylabel("MW")
     ax.set_title(f"{profiles.nodes[0]}: day-ahead forecasts")

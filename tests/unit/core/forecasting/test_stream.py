@@ -34,7 +34,7 @@ def _estimate(ts: datetime, day: int, hour: int) -> StateEstimate:
 
 def test_agent_retrains_from_history_then_forecasts_and_feeds_pseudo_measurements() -> None:
     spec = ForecastSpec(step_s=3600, horizon_steps=24, refresh_s=6 * 3600, retrain_s=30 * 86400)
-    agent = ForecastAgent("t", spec)
+    agent = ForecastAgent("t", spec=spec)
     retrained_at, forecasts, pseudo = None, [], None
     for day in range(50):
         for hour in range(24):
@@ -66,7 +66,7 @@ def test_agent_retrains_from_history_then_forecasts_and_feeds_pseudo_measurement
     # a restarted agent, handed the saved model, forecasts from a week and a bit of history
     # without waiting the six weeks of history retraining needs
     assert agent.model is not None
-    again = ForecastAgent("t", spec, QuantileForecaster.from_json(agent.model.to_json()))
+    again = ForecastAgent("t", spec=spec, model=QuantileForecaster.from_json(agent.model.to_json()))
     issued = []
     for day in range(60, 70):
         for hour in range(24):
@@ -91,14 +91,14 @@ def _history(days: int, buses: list[tuple[str, float]]) -> tuple[datetime, np.nd
 
 def test_a_seeded_agent_retrains_and_forecasts_on_its_first_estimate() -> None:
     spec = ForecastSpec(step_s=3600, horizon_steps=24, refresh_s=6 * 3600, retrain_s=30 * 86400)
-    cold = ForecastAgent("t", spec)
+    cold = ForecastAgent("t", spec=spec)
     first = cold.observe(_estimate(START + timedelta(days=50), 50, 0))
     assert first.forecast is None and not first.retrained  # no history: weeks to wait
-    agent = ForecastAgent("t", spec)
+    agent = ForecastAgent("t", spec=spec)
     # the store's bus order (by name) differs from the estimates' order
     buses = [("Bus 3", 0.5), ("Bus 1", 1.0), ("Bus 2", 2.0)]
     start, values = _history(45, buses)
-    assert agent.seed(start, 3600, [b for b, _ in buses], values) == 45 * 24
+    assert agent.seed(start, step_s=3600, buses=[b for b, _ in buses], p_mw=values) == 45 * 24
     update = agent.observe(_estimate(START + timedelta(days=50), 50, 0))
     assert update.retrained and update.forecast is not None
     assert update.pseudo is not None
@@ -113,10 +113,10 @@ def test_a_seeded_agent_with_a_saved_model_forecasts_from_eight_days_of_history(
     buses = [("Bus 1", 1.0), ("Bus 2", 2.0), ("Bus 3", 0.5)]
     start, values = _history(45, buses)
     model = QuantileForecaster(steps_per_day=24, horizon=24).fit(values, start=start, step_s=3600)
-    agent = ForecastAgent("t", spec, model)
+    agent = ForecastAgent("t", spec=spec, model=model)
     start9, values9 = _history(9, buses)
     values9[5] = np.nan  # a step the store could not fill is left out, the gap filled forward
-    assert agent.seed(start9, 3600, [b for b, _ in buses], values9) == 9 * 24 - 1
+    assert agent.seed(start9, step_s=3600, buses=[b for b, _ in buses], p_mw=values9) == 9 * 24 - 1
     update = agent.observe(_estimate(START + timedelta(days=50), 50, 0))
     assert not update.retrained and update.forecast is not None
     assert set(update.forecast.quantiles) == {"Bus 1", "Bus 2", "Bus 3"}
@@ -124,24 +124,26 @@ def test_a_seeded_agent_with_a_saved_model_forecasts_from_eight_days_of_history(
 
 def test_seeding_refuses_a_history_it_cannot_use() -> None:
     spec = ForecastSpec(step_s=3600, horizon_steps=24, history_days=10)
-    agent = ForecastAgent("t", spec)
+    agent = ForecastAgent("t", spec=spec)
     start, values = _history(20, [("Bus 1", 1.0)])
     with pytest.raises(DsotpError, match="step 900"):
-        agent.seed(start, 900, ["Bus 1"], values)
+        agent.seed(start, step_s=900, buses=["Bus 1"], p_mw=values)
     with pytest.raises(DsotpError, match="for 2 buses"):
-        agent.seed(start, 3600, ["Bus 1", "Bus 2"], values)
-    assert agent.seed(start, 3600, ["Bus 1"], values) == 10 * 24  # only history_days kept
+        agent.seed(start, step_s=3600, buses=["Bus 1", "Bus 2"], p_mw=values)
+    assert (
+        agent.seed(start, step_s=3600, buses=["Bus 1"], p_mw=values) == 10 * 24
+    )  # only history_days kept
     agent.observe(_estimate(START + timedelta(days=50), 50, 0))
     with pytest.raises(DsotpError, match="before the first estimate"):
-        agent.seed(start, 3600, ["Bus 1"], values)
+        agent.seed(start, step_s=3600, buses=["Bus 1"], p_mw=values)
 
 
 def test_a_rejected_forecast_gives_no_pseudo_measurements_until_the_next_one() -> None:
     spec = ForecastSpec(step_s=3600, horizon_steps=24, refresh_s=6 * 3600, retrain_s=30 * 86400)
     buses = [("Bus 1", 1.0), ("Bus 2", 2.0), ("Bus 3", 0.5)]
     start, values = _history(45, buses)
-    agent = ForecastAgent("t", spec)
-    agent.seed(start, 3600, [b for b, _ in buses], values)
+    agent = ForecastAgent("t", spec=spec)
+    agent.seed(start, step_s=3600, buses=[b for b, _ in buses], p_mw=values)
     first = agent.observe(_estimate(START + timedelta(days=50), 50, 0))
     assert first.forecast is not None and first.pseudo is not None
     agent.reject_current()
@@ -161,8 +163,8 @@ def test_estimates_older_than_the_history_start_a_new_one() -> None:
     buses = [("Bus 1", 1.0), ("Bus 2", 2.0), ("Bus 3", 0.5)]
     start, values = _history(45, buses)
     model = QuantileForecaster(steps_per_day=24, horizon=24).fit(values, start=start, step_s=3600)
-    agent = ForecastAgent("t", spec, model)
-    agent.seed(start, 3600, [b for b, _ in buses], values)  # ends at day 50
+    agent = ForecastAgent("t", spec=spec, model=model)
+    agent.seed(start, step_s=3600, buses=[b for b, _ in buses], p_mw=values)  # ends at day 50
     update = agent.observe(_estimate(START + timedelta(days=10), 10, 0))
     assert update.forecast is None and update.pseudo is None and not update.retrained
     assert agent.history == {}

@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-import contextlib
 import logging
 from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Annotated
 
 import typer
-from rich.console import Console
+
+from dsotp_streams.cli.common import settings_from_flags, stderr, stop_on_signals
 
 if TYPE_CHECKING:  # imported when a command runs: `dsotp --help` stays fast
     from rich.progress import Progress
@@ -21,7 +21,7 @@ if TYPE_CHECKING:  # imported when a command runs: `dsotp --help` stays fast
 __all__ = ["register"]
 
 log = logging.getLogger("dsotp_streams.offline")
-console = Console(stderr=True)
+console = stderr
 
 InputOpt = Annotated[Path, typer.Option("--input", "-i", exists=True, dir_okay=False)]
 OutputOpt = Annotated[Path, typer.Option("--output", "-o", dir_okay=False)]
@@ -101,12 +101,11 @@ def estimate(
 
     from dsotp_streams.adapters.grids import load_grid
     from dsotp_streams.runtime.offline import OfflineEstimator
-    from dsotp_streams.settings import Settings
 
-    settings = Settings()
-    spec, grid_base = _spec(settings, agent)
+    settings = settings_from_flags(agent=agent)
+    spec, grid_base = _spec(settings)
     grid = load_grid(spec.grid, base_dir=grid_base, data_dir=settings.data_dir)
-    offline = OfflineEstimator(spec, grid)
+    offline = OfflineEstimator(spec, grid=grid)
     gc.freeze()  # the grid model's objects live as long as the process: keep them out of GC
     rejects = _Rejects(dead_letter, input_path.name)
     written = 0
@@ -135,11 +134,8 @@ def convert_villas(
     """Turn VILLASnode JSON records (a columns file names the values) into SOGNO frames."""
     from dsotp_streams.adapters.villas import read_columns, villas_to_frames
     from dsotp_streams.contracts.frames import Rejected
-    from dsotp_streams.logs import configure_logging
-    from dsotp_streams.settings import Settings
 
-    _spec_logging = Settings()
-    configure_logging(_spec_logging.log_level, console)
+    settings_from_flags()  # logging at the level of the settings
     names = read_columns(columns)
     rejects = _Rejects(dead_letter, input_path.name)
     lines = input_path.read_text(encoding="utf-8").splitlines()
@@ -165,23 +161,19 @@ def record(
 ) -> None:
     """Record the databus (frames by default) to JSON Lines or Parquet, with receive times."""
     import asyncio
-    import signal
 
     from dsotp_streams.adapters.mqtt import endpoint_from_settings
     from dsotp_streams.adapters.recording import RecordingWriter
     from dsotp_streams.runtime.replay import record as record_bus
 
-    settings = _settings(mqtt_url)
+    settings = settings_from_flags(mqtt_url=mqtt_url)
     writer = RecordingWriter(output)
 
     async def run() -> int:
         stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            with contextlib.suppress(NotImplementedError, RuntimeError):
-                loop.add_signal_handler(sig, stop.set)
+        stop_on_signals(stop)
         if duration is not None:
-            loop.call_later(duration, stop.set)
+            asyncio.get_running_loop().call_later(duration, stop.set)
         return await record_bus(
             endpoint=endpoint_from_settings(settings.mqtt),
             topic_filter=topic,
@@ -212,8 +204,8 @@ def replay_cmd(
     from dsotp_streams.adapters.mqtt import Topics, endpoint_from_settings
     from dsotp_streams.runtime.replay import publish_frames
 
-    settings = _settings(mqtt_url)
-    spec, _base = _spec(settings, agent)
+    settings = settings_from_flags(agent=agent, mqtt_url=mqtt_url)
+    spec, _base = _spec(settings)
     topics = Topics(settings.mqtt.topic_prefix, spec.area)
     stats = asyncio.run(
         publish_frames(
@@ -231,22 +223,10 @@ def replay_cmd(
     )
 
 
-def _settings(mqtt_url: str | None) -> Settings:
-    from dsotp_streams.settings import Settings
-
-    base = Settings()
-    if mqtt_url is None:
-        return base
-    return base.model_copy(update={"mqtt": base.mqtt.model_copy(update={"url": mqtt_url})})
-
-
-def _spec(settings: Settings, agent: Path | None) -> tuple[AgentSpec, Path]:
+def _spec(settings: Settings) -> tuple[AgentSpec, Path]:
     from dsotp_streams.contracts.agent import load_agent_spec
-    from dsotp_streams.logs import configure_logging
 
-    configure_logging(settings.log_level, console)
-    path = agent or settings.agent_file
-    return load_agent_spec(path), path.parent
+    return load_agent_spec(settings.agent_file), settings.agent_file.parent
 
 
 def register(app: typer.Typer) -> None:

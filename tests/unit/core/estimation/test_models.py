@@ -35,7 +35,7 @@ def test_two_islands_each_with_its_slack_are_estimated() -> None:
     devices = [DeviceSpec(id=f"pmu-{k}", bus=names[k]) for k in range(0, len(names), 3)]
     spec = AgentSpec(area="oberrhein", grid=GridSpec(name="mv_oberrhein"), devices=devices)
     window, v_true = _window(spec, grid)
-    estimate = Estimator(spec, grid).estimate(window)
+    estimate = Estimator(spec, grid=grid).estimate(window)
     assert estimate.status is EstimateStatus.OK, estimate.reason
     named = [idx for _name, idx in grid.named_buses]
     vm = {b.bus: b.vm_pu for b in estimate.buses}
@@ -56,7 +56,7 @@ def test_generators_are_held_at_their_power_flow_injection() -> None:
 
 def test_estimate_reports_both_ends_and_loading(spec: AgentSpec, grid: GridModel) -> None:
     window, _v = _window(spec, grid)
-    estimate = Estimator(spec, grid).estimate(window)
+    estimate = Estimator(spec, grid=grid).estimate(window)
     lines = {f.line: f for f in estimate.lines}
     trafo = lines["Trafo 0-1"]
     assert trafo.loading_percent is not None and 0 < trafo.loading_percent < 150
@@ -71,17 +71,17 @@ def test_gross_error_below_the_chi2_radar_is_found_by_its_normalised_residual(
     spec: AgentSpec, grid: GridModel
 ) -> None:
     window, _v = _window(spec, grid)
-    ms = MeasurementMap(spec, grid).build(window)
-    clean = solve_wls(grid, ms, options=WlsOptions())
+    ms = MeasurementMap(spec, grid=grid).build(window)
+    clean = solve_wls(grid, ms=ms, options=WlsOptions())
     assert clean.bad_data == []
-    redundancy = residual_variances(grid, ms, clean.v) / ms.sigma**2
+    redundancy = residual_variances(grid, ms=ms, v=clean.v) / ms.sigma**2
     real = np.flatnonzero(~ms.pseudo & ~ms.exact & (redundancy > 0.3))
     index = int(real[0])
     value = ms.value.copy()
     value[index] += 20.0 * ms.sigma[index]
     bad = MeasurementSet(ms.kind, ms.element, ms.side, value, ms.sigma, ms.label, ms.pseudo)
-    without_lnr = solve_wls(grid, bad, options=WlsOptions(lnr_detection=None))
-    with_lnr = solve_wls(grid, bad, options=WlsOptions())
+    without_lnr = solve_wls(grid, ms=bad, options=WlsOptions(lnr_detection=None))
+    with_lnr = solve_wls(grid, ms=bad, options=WlsOptions())
     assert with_lnr.bad_data == [ms.label[index]]
     # the estimate after removal is as good as the clean one
     assert np.max(np.abs(np.abs(with_lnr.v) - np.abs(clean.v))) < 5e-3
@@ -89,9 +89,9 @@ def test_gross_error_below_the_chi2_radar_is_found_by_its_normalised_residual(
 
 
 def test_no_real_measurement_is_not_observable(spec: AgentSpec, grid: GridModel) -> None:
-    ms = MeasurementMap(spec, grid).build(
+    ms = MeasurementMap(spec, grid=grid).build(
         Window(area=spec.area, window_start=T0, period_s=0.1, frames={}, closed_at=T0)
     )
     assert ms.size > 0 and bool(ms.pseudo.any())
     with pytest.raises(Exception, match="no real measurement"):
-        solve_wls(grid, ms, options=WlsOptions())
+        solve_wls(grid, ms=ms, options=WlsOptions())

@@ -4,37 +4,17 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import signal
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import Annotated
 
 import typer
-from rich.console import Console
 
-if TYPE_CHECKING:  # imported when a command runs: `dsotp --help` stays fast
-    from dsotp_streams.settings import Settings
+from dsotp_streams.cli.common import KafkaOpt, settings_from_flags, stderr, stop_on_signals
 
 __all__ = ["register"]
 
 log = logging.getLogger("dsotp_streams.scaleout")
-console = Console(stderr=True)
-
-KafkaOpt = Annotated[
-    str | None, typer.Option("--kafka-url", help="kafka://host:port (default: DSOTP_KAFKA__URL)")
-]
-
-
-def _settings(kafka_url: str | None, **update: object) -> Settings:
-    from dsotp_streams.logs import configure_logging
-    from dsotp_streams.settings import Settings
-
-    base = Settings()
-    changes: dict[str, object] = {k: v for k, v in update.items() if v is not None}
-    if kafka_url is not None:
-        changes["kafka"] = base.kafka.model_copy(update={"url": kafka_url})
-    settings = base.model_copy(update=changes)
-    configure_logging(settings.log_level, console)
-    return settings
+console = stderr
 
 
 def register(app: typer.Typer) -> None:
@@ -71,7 +51,7 @@ def register(app: typer.Typer) -> None:
             export_openapi.write_text(openapi_document(), encoding="utf-8")
             console.print(f"OpenAPI document written to {export_openapi}")
             return
-        settings = _settings(None, agents_dir=agents_dir)
+        settings = settings_from_flags(agents_dir=agents_dir)
         cfg = settings.api
         token = cfg.token.get_secret_value() if cfg.token else None
         if token is None and not no_auth:
@@ -92,19 +72,14 @@ def register(app: typer.Typer) -> None:
         """Carry PMU frames MQTT -> Kafka (batched per area) and results Kafka -> MQTT."""
         from dsotp_streams.adapters.mqtt import endpoint_from_settings
         from dsotp_streams.runtime.bridge import Bridge
-        from dsotp_streams.settings import Settings
 
-        base = Settings()
-        mqtt = base.mqtt if mqtt_url is None else base.mqtt.model_copy(update={"url": mqtt_url})
-        settings = _settings(kafka_url, mqtt=mqtt)
+        settings = settings_from_flags(kafka_url=kafka_url, mqtt_url=mqtt_url)
 
         async def serve() -> None:
             stop = asyncio.Event()
-            loop = asyncio.get_running_loop()
-            for sig in (signal.SIGINT, signal.SIGTERM):
-                loop.add_signal_handler(sig, stop.set)
+            stop_on_signals(stop)
             if duration is not None:
-                loop.call_later(duration, stop.set)
+                asyncio.get_running_loop().call_later(duration, stop.set)
             service = Bridge(settings=settings, endpoint=endpoint_from_settings(settings.mqtt))
             await service.run(stop)
             stats = service.stats
@@ -129,7 +104,7 @@ def register(app: typer.Typer) -> None:
 
         from dsotp_streams.runtime.scaleout import create_worker
 
-        settings = _settings(kafka_url, agents_dir=agents_dir)
+        settings = settings_from_flags(kafka_url=kafka_url, agents_dir=agents_dir)
         service = create_worker(settings)
         runner = faust.Worker(
             service.app,

@@ -39,7 +39,7 @@ def _max_dvm(estimate_buses: list[tuple[float, float | None]]) -> float:
 def test_estimation_noise_free_recovers_the_true_state(spec: AgentSpec, grid: GridModel) -> None:
     clean = _spec_with(spec, tve_percent=0.0)
     instant = PmuFleet(clean, grid).step(T0)
-    estimate = Estimator(clean, grid).estimate(_window(instant), truth=instant.truth)
+    estimate = Estimator(clean, grid=grid).estimate(_window(instant), truth=instant.truth)
     assert estimate.status is EstimateStatus.OK
     assert len(estimate.buses) == 15
     assert estimate.max_true_dvm_pu is not None
@@ -51,7 +51,7 @@ def test_estimation_noise_free_recovers_the_true_state(spec: AgentSpec, grid: Gr
 
 def test_estimation_noisy_stays_within_pmu_accuracy(spec: AgentSpec, grid: GridModel) -> None:
     fleet = PmuFleet(spec, grid)
-    estimator = Estimator(spec, grid)
+    estimator = Estimator(spec, grid=grid)
     errors = []
     for k in range(20):
         instant = fleet.step(T0 + k * timedelta(milliseconds=100))
@@ -79,7 +79,7 @@ def test_estimation_gross_error_is_detected_and_removed(spec: AgentSpec, grid: G
             frame = frame.model_copy(update={"readings": readings})
         frames.append(frame)
     window = _window(EmulatedInstant(frames, instant.truth, instant.v))
-    estimate = Estimator(spec, grid).estimate(window, truth=instant.truth)
+    estimate = Estimator(spec, grid=grid).estimate(window, truth=instant.truth)
     assert estimate.bad_data == ["pmu-n5:Bus 5:voltmagnitude"]
     assert estimate.status is EstimateStatus.OK
     assert estimate.max_true_dvm_pu is not None and estimate.max_true_dvm_pu < 0.005
@@ -87,13 +87,13 @@ def test_estimation_gross_error_is_detected_and_removed(spec: AgentSpec, grid: G
 
 def test_estimation_without_bad_data_check_fails_chi2(spec: AgentSpec, grid: GridModel) -> None:
     instant = PmuFleet(_spec_with(spec, tve_percent=0.2), grid).step(T0)
-    mapping = MeasurementMap(spec, grid)
+    mapping = MeasurementMap(spec, grid=grid)
     ms = mapping.build(_window(instant))
     bad = int(np.flatnonzero(np.array(ms.label) == "pmu-n8:Bus 8:voltmagnitude")[0])
     value = ms.value.copy()
     value[bad] *= 1.08
     tampered = type(ms)(ms.kind, ms.element, ms.side, value, ms.sigma, ms.label, ms.pseudo)
-    result = solve_wls(grid, tampered, options=WlsOptions(bad_data=False))
+    result = solve_wls(grid, ms=tampered, options=WlsOptions(bad_data=False))
     assert not result.passes_chi2
     assert result.objective > result.chi2_threshold
 
@@ -102,7 +102,7 @@ def test_estimation_unobservable_window_is_a_status_not_an_exception(
     spec: AgentSpec, grid: GridModel
 ) -> None:
     window = Window(area="cigre-mv", window_start=T0, period_s=0.1, frames={}, closed_at=T0)
-    estimate = Estimator(spec, grid).estimate(window)
+    estimate = Estimator(spec, grid=grid).estimate(window)
     assert estimate.status is EstimateStatus.NOT_OBSERVABLE
     assert estimate.reason is not None and "no real measurement" in estimate.reason
     assert estimate.buses == []
@@ -120,16 +120,16 @@ def test_estimation_unknown_components_are_ignored(spec: AgentSpec, grid: GridMo
     )
     frames = {f.device: f for f in instant.frames} | {"pmu-n1": extra}
     window = Window(area="cigre-mv", window_start=T0, period_s=0.1, frames=frames, closed_at=T0)
-    estimate = Estimator(spec, grid).estimate(window, truth=instant.truth)
+    estimate = Estimator(spec, grid=grid).estimate(window, truth=instant.truth)
     assert estimate.status is EstimateStatus.OK
     assert estimate.max_true_dvm_pu is not None and estimate.max_true_dvm_pu < 2e-5
 
 
 def test_estimation_agrees_with_pandapower_reference(spec: AgentSpec, grid: GridModel) -> None:
     instant = PmuFleet(_spec_with(spec, tve_percent=0.0), grid).step(T0)
-    ms = MeasurementMap(spec, grid).build(_window(instant))
-    ours = solve_wls(grid, ms, options=WlsOptions())
-    theirs = solve_pandapower(grid, ms)
+    ms = MeasurementMap(spec, grid=grid).build(_window(instant))
+    ours = solve_wls(grid, ms=ms, options=WlsOptions())
+    theirs = solve_pandapower(grid, ms=ms)
     named = [idx for _name, idx in grid.named_buses]
     # pandapower ignores the PMU angles, so it leans on magnitudes and pseudo injections
     assert np.max(np.abs(np.abs(ours.v[named]) - np.abs(theirs[named]))) < 5e-3
@@ -151,7 +151,7 @@ def test_a_forecast_that_contradicts_the_pmus_is_set_aside(
     spec: AgentSpec, grid: GridModel
 ) -> None:
     fleet = PmuFleet(spec, grid)
-    estimator = Estimator(spec, grid)
+    estimator = Estimator(spec, grid=grid)
     # a confident forecast of another grid: three times every load, a narrow band
     estimator.mapping.set_pseudo_injections(_forecast_at_nominal(grid, 3.0, 0.01))
     assert estimator.mapping.uses_forecast
@@ -162,7 +162,7 @@ def test_a_forecast_that_contradicts_the_pmus_is_set_aside(
     assert estimate.status is EstimateStatus.OK and estimate.bad_data == []
     assert estimate.max_true_dvm_pu is not None and estimate.max_true_dvm_pu < 0.005
     # with the forecast kept, the same window loses real PMU measurements as bad data
-    stubborn = Estimator(spec, grid)
+    stubborn = Estimator(spec, grid=grid)
     stubborn.mapping.set_pseudo_injections(_forecast_at_nominal(grid, 3.0, 0.01))
     forced = stubborn._estimate(_window(instant), instant.truth)
     assert forced.status is EstimateStatus.BAD_DATA
@@ -175,7 +175,7 @@ def test_a_forecast_that_contradicts_the_pmus_is_set_aside(
 
 def test_a_forecast_that_agrees_with_the_pmus_is_kept(spec: AgentSpec, grid: GridModel) -> None:
     fleet = PmuFleet(spec, grid)
-    estimator = Estimator(spec, grid)
+    estimator = Estimator(spec, grid=grid)
     estimator.mapping.set_pseudo_injections(_forecast_at_nominal(grid, 1.0, 0.05))
     for k in range(10):
         instant = fleet.step(T0 + k * timedelta(milliseconds=100))
