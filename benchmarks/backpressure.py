@@ -24,8 +24,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from _soak import mosquitto, percentiles
 
-from benchmarks._soak import mosquitto, percentiles
 from dsotp_streams.adapters.grids import load_grid
 from dsotp_streams.adapters.mqtt import MqttEndpoint
 from dsotp_streams.contracts.agent import load_agent_spec

@@ -48,7 +48,9 @@ import aiomqtt
 async def main(port, topic, path):
     payloads = open(path, "rb").read().split(b"\\n")
     async with aiomqtt.Client("127.0.0.1", port, identifier="stages-pub") as client:
-        await asyncio.gather(*(client.publish(topic, p, qos=1) for p in payloads if p))
+        payloads = [p for p in payloads if p]
+        for k in range(0, len(payloads), 64):
+            await asyncio.gather(*(client.publish(topic, p, qos=1) for p in payloads[k : k + 64]))
 asyncio.run(main(int(sys.argv[1]), sys.argv[2], sys.argv[3]))
 """
 
@@ -97,7 +99,9 @@ async def mqtt_receive(payloads: list[bytes], folder: Path) -> tuple[float, floa
             receive_s = time.process_time() - (started or 0.0)
             await publisher.wait()
             started = time.process_time()
-            await asyncio.gather(*(client.publish("sink/x", p, qos=1) for p in payloads))
+            for k in range(0, len(payloads), 64):  # as the emulator does: batches in flight
+                batch = payloads[k : k + 64]
+                await asyncio.gather(*(client.publish("sink/x", p, qos=1) for p in batch))
             publish_s = time.process_time() - started
         return receive_s, publish_s
 

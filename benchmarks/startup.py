@@ -24,8 +24,7 @@ import time
 from pathlib import Path
 
 import paho.mqtt.client as paho
-
-from benchmarks._soak import free_port
+from _soak import free_port
 
 REPO = Path(__file__).resolve().parents[1]
 log = logging.getLogger("startup")
