@@ -113,6 +113,7 @@ def main() -> None:
     parser.add_argument("--instants", type=int, default=1500)
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(message)s")
+    logging.getLogger("mqtt").setLevel(logging.ERROR)  # "pending publish calls" while we flood
     spec = spec_for(args.pmus, args.rate)
     grid = load_grid(spec.grid)
     fleet = PmuFleet(spec, grid)

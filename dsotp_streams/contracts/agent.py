@@ -15,6 +15,7 @@ from dsotp_streams.errors import SpecError
 
 __all__ = [
     "AgentSpec",
+    "DeviceAccuracy",
     "DeviceSpec",
     "EmulatorSpec",
     "EstimatorSpec",
@@ -22,6 +23,7 @@ __all__ = [
     "ForecastSpec",
     "GridSource",
     "GridSpec",
+    "InstrumentClass",
     "SigmaSpec",
     "VoltageBasis",
     "WindowSpec",
@@ -86,14 +88,104 @@ class WindowSpec(_Frozen):
     )
 
 
-class SigmaSpec(_Frozen):
-    """Standard deviations per measurement class (magnitudes relative, angles in radians)."""
+class InstrumentClass(StrEnum):
+    """Accuracy class of an instrument transformer (IEC 61869-2 current, 61869-3 voltage)."""
 
-    pmu_vm_rel: float = Field(default=0.003, gt=0)
-    pmu_va_rad: float = Field(default=0.003, gt=0)
-    pmu_im_rel: float = Field(default=0.003, gt=0)
-    pmu_ia_rad: float = Field(default=0.003, gt=0)
-    meter_pq_rel: float = Field(default=0.01, gt=0)
+    C0_1 = "0.1"
+    C0_2 = "0.2"
+    C0_5 = "0.5"
+    C1 = "1"
+
+    @property
+    def ratio_percent(self) -> float:
+        """Ratio error limit at rated value, %."""
+        return float(self.value)
+
+    def phase_rad(self, *, current: bool) -> float:
+        """Phase displacement limit at rated value, rad."""
+        minutes = (_CT_PHASE_MINUTES if current else _VT_PHASE_MINUTES)[self.value]
+        return minutes * math.pi / (180.0 * 60.0)
+
+
+# phase displacement limits in minutes of arc per class at rated value
+_CT_PHASE_MINUTES = {"0.1": 5.0, "0.2": 10.0, "0.5": 30.0, "1": 60.0}  # IEC 61869-2
+_VT_PHASE_MINUTES = {"0.1": 5.0, "0.2": 10.0, "0.5": 20.0, "1": 40.0}  # IEC 61869-3
+
+
+# an error limit a device states is taken as three standard deviations
+_LIMIT_SIGMAS = 3.0
+
+
+class DeviceAccuracy(_Frozen):
+    """What a device's measurements are worth; each measurement's sigma follows from it. The
+    defaults are a C37.118.1 M-class PMU (1 % total vector error) on ideal transformers."""
+
+    tve_percent: float = Field(
+        default=1.0, gt=0, le=10, description="total vector error limit (C37.118.1 M and P: 1 %)"
+    )
+    vm_percent: float | None = Field(
+        default=None, gt=0, description="magnitude error limit, where stated apart from the TVE"
+    )
+    va_mrad: float | None = Field(
+        default=None, gt=0, description="phase angle error limit, where stated apart (mrad)"
+    )
+    ct_class: InstrumentClass | None = Field(
+        default=None, description="current transformers' class (IEC 61869-2), adds to the PMU's"
+    )
+    vt_class: InstrumentClass | None = Field(
+        default=None, description="voltage transformers' class (IEC 61869-3), adds to the PMU's"
+    )
+    scada_percent: float = Field(
+        default=3.0, gt=0, description="error limit of P/Q values (SCADA, meters), % of the value"
+    )
+
+    @field_validator("ct_class", "vt_class", mode="before")
+    @classmethod
+    def _class_from_number(cls, value: object) -> object:
+        return f"{value:g}" if isinstance(value, int | float) else value
+
+    @property
+    def _magnitude(self) -> float:
+        return (self.vm_percent or self.tve_percent) / 100.0
+
+    @property
+    def _angle(self) -> float:  # a TVE of x % allows an angle error of x/100 rad
+        return self.va_mrad / 1000.0 if self.va_mrad else self.tve_percent / 100.0
+
+    @property
+    def vm_rel(self) -> float:
+        """Sigma of a voltage magnitude, relative."""
+        vt = self.vt_class.ratio_percent / 100.0 if self.vt_class else 0.0
+        return math.hypot(self._magnitude, vt) / _LIMIT_SIGMAS
+
+    @property
+    def va_rad(self) -> float:
+        """Sigma of a voltage angle."""
+        vt = self.vt_class.phase_rad(current=False) if self.vt_class else 0.0
+        return math.hypot(self._angle, vt) / _LIMIT_SIGMAS
+
+    @property
+    def im_rel(self) -> float:
+        """Sigma of a current magnitude, relative."""
+        ct = self.ct_class.ratio_percent / 100.0 if self.ct_class else 0.0
+        return math.hypot(self._magnitude, ct) / _LIMIT_SIGMAS
+
+    @property
+    def ia_rad(self) -> float:
+        """Sigma of a current angle."""
+        ct = self.ct_class.phase_rad(current=True) if self.ct_class else 0.0
+        return math.hypot(self._angle, ct) / _LIMIT_SIGMAS
+
+    @property
+    def pq_rel(self) -> float:
+        """Sigma of an active or reactive power, relative."""
+        return self.scada_percent / 100.0 / _LIMIT_SIGMAS
+
+
+class SigmaSpec(_Frozen):
+    """Standard deviations of what no device states: pseudo-measurements, zero injections and
+    floors (a measurement's own sigma follows from its device's `accuracy`)."""
+
     pq_floor_mw: float = Field(default=0.001, gt=0)
     im_floor_ka: float = Field(default=0.0005, gt=0)
     pseudo_rel: float = Field(default=0.5, gt=0)
@@ -169,6 +261,9 @@ class EstimatorSpec(_Frozen):
     """Which engine estimates, and how strictly."""
 
     engine: Literal["wls", "pandapower"] = "wls"
+    accuracy: DeviceAccuracy = Field(
+        default=DeviceAccuracy(), description="of every device that states none of its own"
+    )
     sigmas: SigmaSpec = SigmaSpec()
     max_iterations: int = Field(default=30, ge=1, le=200)
     tolerance: float = Field(
@@ -210,6 +305,9 @@ class DeviceSpec(_Frozen):
     id: str = Field(min_length=1)
     bus: str = Field(min_length=1)
     branches: list[str] = Field(default_factory=list)
+    accuracy: DeviceAccuracy | None = Field(
+        default=None, description="this device's accuracy (default: the estimator's)"
+    )
 
     @field_validator("id")
     @classmethod

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import gc
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -160,7 +159,6 @@ class Demo:
                 recorder=self.recorder,
                 stats=self.pipeline_stats,
             )
-            gc.freeze()  # the grid model's objects live as long as the process: keep them out
             # in a thread: reading the load profiles takes seconds (the first time), and the
             # embedded broker and the live page run on this loop
             emulator = await asyncio.to_thread(

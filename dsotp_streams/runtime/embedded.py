@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import json
 import logging
 import time
@@ -106,6 +107,10 @@ class AreaPipeline:
 
     async def run(self, stop: asyncio.Event) -> None:
         """Run until stop is set, then close open windows, estimate them and return."""
+        # what exists now (grid model, estimator, pandapower and the rest) lives as long as the
+        # process: out of the collector's sight, a full collection scans only what came since
+        # (measured in the soak: the longest pause 101-128 ms per 30 s without, see README)
+        gc.freeze()
         estimator_task = asyncio.create_task(self._estimate_loop(), name="estimate")
         backoff = Backoff(self.settings.mqtt.reconnect_backoff_max_s, first_s=0.5)
         try:

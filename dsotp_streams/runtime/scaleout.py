@@ -22,6 +22,7 @@ to hang the worker that took over)."""
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 from collections import deque
 from collections.abc import Awaitable
@@ -190,6 +191,7 @@ class KafkaWorker:
         self.app.timer(interval=2.0)(self._heartbeat)
         self.app.task(self._run_sinks)
         self.app.on_partitions_assigned.connect(self._on_assigned)  # type: ignore[arg-type]
+        gc.freeze()  # the grid models and the rest of start-up live as long as the worker
 
     def _tick_interval(self) -> float:
         rates = [spec.window.rate_hz for spec, _path in self.specs.values()]

@@ -8,7 +8,7 @@ from enum import IntEnum
 
 import numpy as np
 
-from dsotp_streams.contracts.agent import AgentSpec, SigmaSpec
+from dsotp_streams.contracts.agent import AgentSpec, DeviceAccuracy, SigmaSpec
 from dsotp_streams.contracts.frames import Measurand, Phase
 from dsotp_streams.contracts.messages import Window
 from dsotp_streams.core.grid import BoolArray, FloatArray, GridModel, IntArray
@@ -86,6 +86,7 @@ class _Channel:
     side: Side
     bus: int
     is_bus: bool
+    accuracy: DeviceAccuracy
 
 
 class MeasurementMap:
@@ -100,8 +101,9 @@ class MeasurementMap:
             if device.bus not in grid.bus_index:
                 raise SpecError(f"device {device.id}: bus {device.bus!r} is not in the grid")
             bus = grid.bus_index[device.bus]
+            accuracy = device.accuracy or spec.estimator.accuracy
             self._channels[(device.id, device.bus)] = _Channel(
-                Kind.VM, Kind.VA, bus, Side.FROM, bus, True
+                Kind.VM, Kind.VA, bus, Side.FROM, bus, True, accuracy
             )
             for name in device.branches:
                 ref = grid.branches.get(name)
@@ -114,7 +116,7 @@ class MeasurementMap:
                 else:
                     raise SpecError(f"device {device.id}: branch {name!r} does not touch its bus")
                 self._channels[(device.id, name)] = _Channel(
-                    Kind.I_MAG, Kind.I_ANG, ref.index, side, bus, False
+                    Kind.I_MAG, Kind.I_ANG, ref.index, side, bus, False, accuracy
                 )
         self._nominal_pseudo = self._pseudo_injections()
         self._pseudo = self._nominal_pseudo
@@ -209,23 +211,24 @@ class MeasurementMap:
                 value = sum(values) / len(values)
             label = f"{device}:{component}:{measurand.value}"
             vn_kv = float(grid.vn_kv[channel.bus])
+            acc = channel.accuracy
             if channel.is_bus and measurand is Measurand.VOLTMAGNITUDE:
                 vm = value * self.v_factor / (vn_kv * 1000.0)
-                rows.append((Kind.VM, channel.element, 0, vm, s.pmu_vm_rel * vm, label, False))
+                rows.append((Kind.VM, channel.element, 0, vm, acc.vm_rel * vm, label, False))
             elif channel.is_bus and measurand is Measurand.VOLTANGLE:
-                rows.append((Kind.VA, channel.element, 0, value, s.pmu_va_rad, label, False))
+                rows.append((Kind.VA, channel.element, 0, value, acc.va_rad, label, False))
             elif channel.is_bus and measurand in (Measurand.ACTIVEPOWER, Measurand.REACTIVEPOWER):
                 kind = Kind.P_INJ if measurand is Measurand.ACTIVEPOWER else Kind.Q_INJ
                 pu = -3.0 * value / 1e6 / grid.base_mva  # consumption measured, injection modelled
-                sigma = s.meter_pq_rel * abs(pu) + s.pq_floor_mw / grid.base_mva
+                sigma = acc.pq_rel * abs(pu) + s.pq_floor_mw / grid.base_mva
                 rows.append((kind, channel.element, 0, pu, sigma, label, False))
             elif not channel.is_bus and measurand is Measurand.CURRMAGNITUDE:
                 i_pu = value / 1000.0 / grid.i_base_ka(channel.bus)
-                sigma = s.pmu_im_rel * i_pu + s.im_floor_ka / grid.i_base_ka(channel.bus)
+                sigma = acc.im_rel * i_pu + s.im_floor_ka / grid.i_base_ka(channel.bus)
                 rows.append((Kind.I_MAG, channel.element, channel.side, i_pu, sigma, label, False))
             elif not channel.is_bus and measurand is Measurand.CURRANGLE:
                 rows.append(
-                    (Kind.I_ANG, channel.element, channel.side, value, s.pmu_ia_rad, label, False)
+                    (Kind.I_ANG, channel.element, channel.side, value, acc.ia_rad, label, False)
                 )
             elif not channel.is_bus and measurand in (
                 Measurand.ACTIVEPOWER,
@@ -233,7 +236,7 @@ class MeasurementMap:
             ):
                 kind = Kind.P_FLOW if measurand is Measurand.ACTIVEPOWER else Kind.Q_FLOW
                 pu = 3.0 * value / 1e6 / grid.base_mva
-                sigma = s.meter_pq_rel * abs(pu) + s.pq_floor_mw / grid.base_mva
+                sigma = acc.pq_rel * abs(pu) + s.pq_floor_mw / grid.base_mva
                 rows.append((kind, channel.element, channel.side, pu, sigma, label, False))
         measured = {(k, e) for k, e, *_ in rows if k in (Kind.P_INJ, Kind.Q_INJ, Kind.VM)}
         for kind, bus, value, sigma, label in self._pseudo:
