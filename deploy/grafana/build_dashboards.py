@@ -120,7 +120,7 @@ def overview() -> dict[str, Any]:
         ),
         _panel(
             4,
-            "Bad data identified (measurements removed)",
+            "Measurements not used: bad data removed, stale channels dropped",
             "timeseries",
             (12, 9, 6, 8),
             [
@@ -128,7 +128,13 @@ def overview() -> dict[str, Any]:
                     "A",
                     f'SELECT sum("n_bad_data") FROM "se_quality" WHERE {AREA} AND {t} '
                     "GROUP BY time($__interval) fill(0)",
-                    "removed",
+                    "bad data removed",
+                ),
+                _target(
+                    "B",
+                    f'SELECT sum("n_dropped") FROM "se_quality" WHERE {AREA} AND {t} '
+                    "GROUP BY time($__interval) fill(0)",
+                    "stale (frozen device)",
                 ),
             ],
         ),

@@ -124,6 +124,12 @@ def _point(estimate: StateEstimate, order: list[str]) -> dict[str, Any]:
         "reason": estimate.reason,
         "chi2": _num(estimate.chi2),
         "bad_data": estimate.bad_data,
+        # devices whose data was left out (stale, frozen) in this window
+        "stale": sorted(
+            d
+            for d, flags in (estimate.quality.flags if estimate.quality else {}).items()
+            if "stale" in flags
+        ),
         "runtime_ms": round(estimate.runtime_ms, 3),
         "vm": [_num(by_bus[n].vm_pu) if n in by_bus else None for n in order],
         "meas": [_num(by_bus[n].measured_vm_pu) if n in by_bus else None for n in order],

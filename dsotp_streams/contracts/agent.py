@@ -24,6 +24,7 @@ __all__ = [
     "GridSource",
     "GridSpec",
     "InstrumentClass",
+    "QualitySpec",
     "SigmaSpec",
     "VoltageBasis",
     "WindowSpec",
@@ -85,6 +86,24 @@ class WindowSpec(_Frozen):
     max_open_windows: int = Field(default=256, ge=1)
     max_future_s: float = Field(
         default=5.0, gt=0, description="reject frames stamped further ahead"
+    )
+
+
+class QualitySpec(_Frozen):
+    """Checks of each device's channels before a window is estimated."""
+
+    stale_s: float = Field(
+        default=1.0,
+        ge=0,
+        description="a channel whose value has not changed for this long (and 3 frames at "
+        "least) is stale, a frozen device, and not used; 0 turns the check off (a simulator's "
+        "slack voltage is exactly constant)",
+    )
+    jump_rel: float = Field(
+        default=0.2,
+        gt=0,
+        description="a magnitude changing by more than this share from one frame to the next "
+        "is flagged as a jump (still used: a fault changes values that fast too)",
     )
 
 
@@ -325,6 +344,7 @@ class AgentSpec(_Frozen):
     grid: GridSpec
     voltage_basis: VoltageBasis = VoltageBasis.PHASE_TO_GROUND
     window: WindowSpec = WindowSpec()
+    quality: QualitySpec = QualitySpec()
     estimator: EstimatorSpec = EstimatorSpec()
     emulator: EmulatorSpec = EmulatorSpec()
     flisr: FlisrSpec = FlisrSpec()

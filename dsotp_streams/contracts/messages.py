@@ -13,6 +13,7 @@ from dsotp_streams.contracts.frames import PmuFrame
 __all__ = [
     "BridgedFrame",
     "BusState",
+    "DataQuality",
     "DeadLetter",
     "EstimateStatus",
     "FlisrEvent",
@@ -20,6 +21,7 @@ __all__ = [
     "Forecast",
     "FrameBatch",
     "LineFlow",
+    "QualityFlag",
     "ResultKind",
     "StateEstimate",
     "SwitchAction",
@@ -109,6 +111,31 @@ class LineFlow(BaseModel):
     )
 
 
+class QualityFlag(StrEnum):
+    """What the checks found wrong with a device's data in a window (C37.118 STAT bits join
+    these in the protocol adapter)."""
+
+    MISSING = "missing"  # no frame in the window
+    STALE = "stale"  # a channel stopped changing: not used
+    JUMP = "jump"  # a magnitude jumped from one frame to the next: used, flagged
+
+
+class DataQuality(BaseModel):
+    """The quality summary of one estimate: which devices were used, which were not, and every
+    measurement dropped with its reason."""
+
+    model_config = ConfigDict(frozen=True)
+
+    devices_used: list[str] = Field(default_factory=list)
+    devices_missing: list[str] = Field(default_factory=list)
+    flags: dict[str, list[QualityFlag]] = Field(
+        default_factory=dict, description="device -> what its data showed"
+    )
+    dropped: dict[str, str] = Field(
+        default_factory=dict, description="measurement (device:component:measurand) -> why"
+    )
+
+
 class StateEstimate(BaseModel):
     """The estimated grid state of one window, or why there is none."""
 
@@ -131,6 +158,7 @@ class StateEstimate(BaseModel):
     bad_data: list[str] = Field(default_factory=list)
     runtime_ms: float = 0.0
     max_true_dvm_pu: float | None = None
+    quality: DataQuality | None = None
 
 
 class DeadLetter(BaseModel):

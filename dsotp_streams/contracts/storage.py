@@ -86,6 +86,8 @@ SCHEMA: dict[str, Measurement] = {
                 "n_missing": int,
                 "n_bad_data": int,
                 "bad_data": str,
+                "n_dropped": int,
+                "dropped": str,
                 "max_true_dvm_pu": float,
             },
         ),
@@ -145,6 +147,7 @@ def rows_from_estimate(estimate: StateEstimate, *, lag_ms: float | None = None) 
     """A state estimate as `state` rows per bus, `branch` rows per branch and one `se_quality`."""
     t = ts_ns(estimate.window_start)
     area = estimate.area
+    dropped = list(estimate.quality.dropped) if estimate.quality is not None else []
     for bus in estimate.buses:
         yield Row(
             "state",
@@ -191,6 +194,8 @@ def rows_from_estimate(estimate: StateEstimate, *, lag_ms: float | None = None) 
             "n_missing": len(estimate.missing_devices),
             "n_bad_data": len(estimate.bad_data),
             "bad_data": ",".join(estimate.bad_data) or None,
+            "n_dropped": len(dropped),
+            "dropped": ",".join(dropped) or None,
             "max_true_dvm_pu": estimate.max_true_dvm_pu,
         },
         t,

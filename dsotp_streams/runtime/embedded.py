@@ -34,7 +34,13 @@ from dsotp_streams.errors import TransportError
 from dsotp_streams.runtime.backoff import Backoff
 from dsotp_streams.runtime.fanout import Fanned, Outgoing, ResultFanout
 from dsotp_streams.runtime.sinks import RowSink
-from dsotp_streams.runtime.stages import FrameIntake, LoadHistory, PipelineStats, WindowProcessor
+from dsotp_streams.runtime.stages import (
+    Completeness,
+    FrameIntake,
+    LoadHistory,
+    PipelineStats,
+    WindowProcessor,
+)
 from dsotp_streams.settings import Settings
 
 __all__ = ["AreaPipeline", "Emulator", "EmulatorStats", "PipelineStats"]
@@ -98,6 +104,7 @@ class AreaPipeline:
         self.flisr_listeners = list(flisr_listeners)
         self.stats = stats if stats is not None else PipelineStats()
         self.fanout = ResultFanout(spec, grid=grid, stats=self.stats)
+        self.completeness = Completeness(tuple(d.id for d in spec.devices))
         self.ready = asyncio.Event()
         self._windows: asyncio.Queue[Window] = asyncio.Queue(settings.runtime.window_queue_size)
         self._letters: asyncio.Queue[Outgoing] = asyncio.Queue(10_000)
@@ -239,6 +246,7 @@ class AreaPipeline:
         skipped: list[Window] = []
         for window in windows:
             self.stats.windows += 1
+            self.completeness.add(window)
             if window.missing_devices:
                 self.stats.windows_incomplete += 1
             if self._windows.full():
@@ -367,7 +375,13 @@ class AreaPipeline:
     async def _status_loop(self) -> None:
         while True:
             await asyncio.sleep(self.settings.runtime.status_interval_s)
-            status = {"area": self.spec.area, "ts": _utcnow().isoformat(), **asdict(self.stats)}
+            status = {
+                "area": self.spec.area,
+                "ts": _utcnow().isoformat(),
+                **asdict(self.stats),
+                # each device's share of the windows of the last minute it reported in
+                "devices": self.completeness.shares(),
+            }
             await self._publish(self.topics.status, json.dumps(status), qos=0, retain=True)
             raise_if_cancelled()
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections import deque
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
@@ -38,6 +39,7 @@ from dsotp_streams.errors import DsotpError, FrameError
 log = logging.getLogger(__name__)
 
 __all__ = [
+    "Completeness",
     "FrameIntake",
     "Intake",
     "IntakeOutcome",
@@ -235,6 +237,35 @@ class FrameIntake:
     def flush(self) -> list[Window]:
         """Every open window, complete or not (at shutdown)."""
         return self.aligner.flush(now=self.now())
+
+
+@dataclass
+class Completeness:
+    """Each device's share of the windows it reported in over the last `span_s` of windows
+    (the status topic's `devices`)."""
+
+    devices: tuple[str, ...]
+    span_s: float = 60.0
+    _windows: deque[tuple[datetime, frozenset[str]]] = field(default_factory=deque)
+
+    def add(self, window: Window) -> None:
+        """One closed window: who was missing."""
+        self._windows.append((window.window_start, frozenset(window.missing_devices)))
+        newest = window.window_start
+        while self._windows and (newest - self._windows[0][0]).total_seconds() > self.span_s:
+            self._windows.popleft()
+
+    def shares(self) -> dict[str, float]:
+        """Device -> share of the windows it was in (1.0: every one); empty before any window."""
+        n = len(self._windows)
+        if n == 0:
+            return {}
+        missing = {d: 0 for d in self.devices}
+        for _start, gone in self._windows:
+            for device in gone:
+                if device in missing:
+                    missing[device] += 1
+        return {d: round(1.0 - k / n, 4) for d, k in missing.items()}
 
 
 def touch(path: Path) -> None:

@@ -157,7 +157,8 @@ function accept(p) {
   const horizon = p.t - 300000; while (state.points.length && state.points[0].t < horizon) state.points.shift();
   if (p.vm.some((v) => v !== null)) { state.latest = p; window.dsotpLive.estimated += 1; }
   window.dsotpLive.points = state.points.length; window.dsotpLive.last = p;
-  const s = $("status"); s.textContent = p.status + (p.bad_data.length ? ` (${p.bad_data.length} bad)` : "");
+  const stale = (p.stale || []).length ? ` · stale, not used: ${p.stale.join(", ")}` : "";
+  const s = $("status"); s.textContent = p.status + (p.bad_data.length ? ` (${p.bad_data.length} bad)` : "") + stale;
   s.className = "badge " + (p.status === "ok" ? "ok" : p.status === "bad_data" ? "warn" : "bad");
 }
 

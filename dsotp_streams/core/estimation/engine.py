@@ -13,6 +13,7 @@ import numpy as np
 from dsotp_streams.contracts.agent import AgentSpec
 from dsotp_streams.contracts.messages import (
     BusState,
+    DataQuality,
     EstimateStatus,
     LineFlow,
     StateEstimate,
@@ -23,6 +24,7 @@ from dsotp_streams.core.estimation.measurements import Kind, MeasurementMap, Mea
 from dsotp_streams.core.estimation.reference import solve_pandapower
 from dsotp_streams.core.estimation.wls import WlsCache, WlsOptions, WlsResult, solve_wls
 from dsotp_streams.core.grid import ComplexArray, FloatArray, GridModel, IntArray
+from dsotp_streams.core.quality import QualityCheck
 from dsotp_streams.errors import ConvergenceError, DsotpError, NotObservableError
 
 __all__ = ["Estimator"]
@@ -51,6 +53,7 @@ class Estimator:
         self._cache = WlsCache(grid)
         self._layout = _Layout.of(grid)
         self.forecast_rejected = False  # the last window set the forecast pseudo injections aside
+        self.quality = QualityCheck(spec.quality)
 
     @property
     def last_state(self) -> ComplexArray | None:
@@ -66,14 +69,15 @@ class Estimator:
         mapping is back on nominal pseudo injections), instead of having real measurements
         removed as bad data."""
         self.forecast_rejected = False
+        window, quality = self.quality.check(window)  # stale channels out, flags noted
         v0 = self._last_v
-        estimate = self._estimate(window, truth)
+        estimate = self._estimate(window, truth, quality)
         if estimate.status is not EstimateStatus.BAD_DATA or not self.mapping.uses_forecast:
             return estimate
         forecast = self.mapping.pseudo_injections
         self.mapping.set_pseudo_injections(None)
         self._last_v = v0
-        nominal = self._estimate(window, truth)
+        nominal = self._estimate(window, truth, quality)
         if nominal.status is EstimateStatus.OK:
             self.forecast_rejected = True
             log.warning(
@@ -88,7 +92,9 @@ class Estimator:
         self.mapping.pseudo_injections = forecast  # not the forecast's fault: keep it
         return estimate
 
-    def _estimate(self, window: Window, truth: TrueState | None) -> StateEstimate:
+    def _estimate(
+        self, window: Window, truth: TrueState | None, quality: DataQuality | None = None
+    ) -> StateEstimate:
         started = time.perf_counter()
         base = {
             "area": window.area,
@@ -96,6 +102,7 @@ class Estimator:
             "engine": self.engine,
             "n_devices": len(window.frames),
             "missing_devices": window.missing_devices,
+            "quality": quality,
         }
         try:
             ms = self.mapping.build(window)

@@ -5,6 +5,8 @@ from __future__ import annotations
 import time
 from datetime import UTC, datetime, timedelta
 
+import pytest
+
 from dsotp_streams.contracts.agent import AgentSpec
 from dsotp_streams.core.grid import GridModel
 from dsotp_streams.emulator import PmuFleet
@@ -71,3 +73,29 @@ def test_a_frame_from_the_future_is_rejected_and_does_not_move_the_clock(
     for raw in frames[0][2:]:
         assert stage.offer(raw).outcome is IntakeOutcome.VALID
     assert stage.poll() == []  # instant 0 still waits for the device whose frame was bad
+
+
+def test_completeness_is_each_devices_share_of_the_last_minute_of_windows(
+    spec: AgentSpec, grid: GridModel
+) -> None:
+    from dsotp_streams.runtime.stages import Completeness
+
+    devices = tuple(d.id for d in spec.devices)
+    completeness = Completeness(devices, span_s=60.0)
+    assert completeness.shares() == {}
+    stage = intake(spec, grid)
+    frames = payloads(spec, grid, 700)  # 70 s at 10 frames/s
+    for k, instant in enumerate(frames):
+        # the last device misses every other window during the last 30 s only
+        sent = instant[:-1] if k >= 400 and k % 2 else instant
+        for raw in sent:
+            stage.offer(raw)
+        for window in stage.poll():
+            completeness.add(window)
+    for window in stage.flush():
+        completeness.add(window)
+    shares = completeness.shares()
+    assert set(shares) == set(devices)
+    assert all(shares[d] == 1.0 for d in devices[:-1])
+    # of the last minute's 600 windows, the 150 odd ones of the last 30 s lacked it
+    assert shares[devices[-1]] == pytest.approx(1 - 150 / 601, abs=0.005)
