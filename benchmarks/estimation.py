@@ -1,4 +1,5 @@
-"""Our WLS engine against pandapower's `estimate`, same measurements, same process.
+"""Our WLS engine against pandapower's `estimate` and power-grid-model's state estimation, same
+measurements, same process.
 
 Run: .venv/bin/python benchmarks/estimation.py [--grids cigre-mv,mv_oberrhein,mv_oberrhein*6,...]
 
@@ -9,7 +10,10 @@ Per grid, prints the median per-snapshot time of pandapower's `estimate` (wls, f
 used), of our WLS solve on the same measurement set (nominal start), and of the whole Estimator in
 a stream (frames -> measurements -> WLS with bad-data test -> StateEstimate, warm start), the
 ratios, the agreement of the two engines on the set both model identically, and the error of
-each against the true state. The identical set leaves out angles (pandapower ignores current
+each against the true state. power-grid-model (`_pgm.py`: the grid converted by
+power-grid-model-io, our measurements as its sensors, Newton-Raphson, the same 1e-6 tolerance)
+is timed on the full set per snapshot, with the largest difference from our estimate.
+For pandapower the identical set leaves out angles (pandapower ignores current
 angles and holds every slack angle at its set-point where we estimate it from PMU angles) and
 current magnitudes (pandapower's estimator models transformer currents differently from its own
 power flow, and current magnitudes without angles leave a flat valley in the angle directions
@@ -25,6 +29,7 @@ import statistics
 import time
 
 import numpy as np
+from _pgm import PgmEstimator
 from _setup import agent_for, windows
 
 from dsotp_streams.core.estimation import Estimator, MeasurementMap, WlsCache, WlsOptions, solve_wls
@@ -54,6 +59,12 @@ def bench(name: str, n_windows: int, n_pandapower: int) -> dict[str, float]:
     cache = WlsCache(grid)
     options = WlsOptions(bad_data=False)
     sets = [mapping.build(w) for w, _v in data]
+    # power-grid-model's models, one per measurement structure, before gc.freeze(): built after
+    # it, power-grid-model 1.12 crashed (a segmentation fault in its first state estimation)
+    pgm_models: dict[tuple[str, ...], PgmEstimator] = {}
+    for ms in sets:
+        if ms.label not in pgm_models:
+            pgm_models[ms.label] = PgmEstimator(grid, ms)
     gc.freeze()  # as the runtimes do after start-up: the grid model's objects are never garbage
     solve_wls(grid, ms=sets[0], options=options, cache=cache)  # plan and rank check, once
     estimator.estimate(data[0][0])
@@ -66,6 +77,16 @@ def bench(name: str, n_windows: int, n_pandapower: int) -> dict[str, float]:
         estimator.estimate(window)
         full_ms.append((time.perf_counter() - start) * 1e3)
         ours_err.append(float(np.max(np.abs(np.abs(ours.v[named]) - np.abs(v_true[named])))))
+    pgm_ms, pgm_err, pgm_diff = [], [], []
+    pgm_models[sets[0].label].solve(sets[0])  # its first call sets up the solver
+    for (_window, v_true), ms in zip(data, sets, strict=True):
+        pgm = pgm_models[ms.label]  # another structure when a current drops to noise level
+        ours = solve_wls(grid, ms=ms, options=options, cache=cache)
+        start = time.perf_counter()
+        theirs = pgm.solve(ms)
+        pgm_ms.append((time.perf_counter() - start) * 1e3)
+        pgm_err.append(float(np.max(np.abs(np.abs(theirs[named]) - np.abs(v_true[named])))))
+        pgm_diff.append(float(np.max(np.abs(np.abs(theirs[named]) - np.abs(ours.v[named])))))
     pp_ms, pp_err, agree = [], [], []
     failed = 0
     for (_window, v_true), ms in list(zip(data, sets, strict=True))[:n_pandapower]:
@@ -86,6 +107,17 @@ def bench(name: str, n_windows: int, n_pandapower: int) -> dict[str, float]:
         b = solve_wls(grid, ms=same, options=options)
         agree.append(float(np.max(np.abs(np.abs(a[named]) - np.abs(b.v[named])))))
     o, f, p = statistics.median(ours_ms), statistics.median(full_ms), statistics.median(pp_ms)
+    g = statistics.median(pgm_ms)
+    log.info(
+        "%-16s power-grid-model %6.3f ms (ours %.2fx its time; Estimator %.2fx) | "
+        "max |V pgm - V ours| %.1e pu | err pgm %.1e pu",
+        name,
+        g,
+        o / g,
+        f / g,
+        max(pgm_diff),
+        statistics.median(pgm_err),
+    )
     log.info(
         "%-16s %5d buses %5d meas | pandapower %8.2f ms (%d/%d failed) | WLS %6.3f ms %6.0fx |"
         " Estimator %6.3f ms %6.0fx %6.0f windows/s | agree %.1e pu | err pp %.1e ours %.1e pu",
@@ -104,7 +136,7 @@ def bench(name: str, n_windows: int, n_pandapower: int) -> dict[str, float]:
         statistics.median(pp_err) if pp_err else float("nan"),
         statistics.median(ours_err),
     )
-    return {"pandapower_ms": p, "wls_ms": o, "estimator_ms": f}
+    return {"pandapower_ms": p, "wls_ms": o, "estimator_ms": f, "pgm_ms": g}
 
 
 def main() -> None:

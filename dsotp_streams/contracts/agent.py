@@ -292,6 +292,11 @@ class EstimatorSpec(_Frozen):
     chi2_confidence: float = Field(default=0.99, gt=0.5, lt=1)
     lnr_threshold: float = Field(default=3.0, gt=0)
     max_bad_data: int = Field(default=3, ge=0)
+    residuals: bool = Field(
+        default=False,
+        description="publish every measurement's normalised residual with the estimate (the "
+        "residual covariance costs milliseconds on large grids: off on the hot path)",
+    )
 
 
 class EmulatorSpec(_Frozen):

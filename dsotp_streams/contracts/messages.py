@@ -159,6 +159,9 @@ class StateEstimate(BaseModel):
     runtime_ms: float = 0.0
     max_true_dvm_pu: float | None = None
     quality: DataQuality | None = None
+    residuals: dict[str, float] | None = Field(
+        default=None, description="measurement label -> normalised residual (estimator.residuals)"
+    )
 
 
 class DeadLetter(BaseModel):

@@ -48,6 +48,7 @@ class Estimator:
             chi2_confidence=e.chi2_confidence,
             lnr_threshold=e.lnr_threshold,
             max_bad_data=e.max_bad_data,
+            residuals=e.residuals,
         )
         self._last_v: ComplexArray | None = None
         self._cache = WlsCache(grid)
@@ -156,6 +157,7 @@ class Estimator:
             bad_data=result.bad_data,
             runtime_ms=(time.perf_counter() - started) * 1e3,
             max_true_dvm_pu=max_dvm,
+            residuals=result.normalized_residuals,
         )
 
     def _failed(

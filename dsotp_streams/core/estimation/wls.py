@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import lru_cache
 
 import numpy as np
@@ -39,6 +39,9 @@ class WlsOptions:
     # sigmas deflate J(x), so chi2 alone misses single gross errors. None turns this off.
     lnr_detection: float | None = 4.0
     max_bad_data: int = 3
+    # every measurement's normalised residual in the result (costs the residual covariance:
+    # milliseconds on large grids, so off on the hot path)
+    residuals: bool = False
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -52,6 +55,7 @@ class WlsResult:
     chi2_threshold: float
     bad_data: list[str] = field(default_factory=list)
     measurements: MeasurementSet | None = None
+    normalized_residuals: dict[str, float] | None = None  # label -> r_N, on request
 
     @property
     def passes_chi2(self) -> bool:
@@ -367,6 +371,18 @@ def _normalized_residuals(sigma: FloatArray, r: FloatArray, jac: Matrix, ops: Op
     return rn
 
 
+def _with_residuals(
+    result: WlsResult, fit: _Fit, ms: MeasurementSet, grid: GridModel, options: WlsOptions
+) -> WlsResult:
+    """The result with every measurement's normalised residual, when the options ask for it."""
+    if not options.residuals:
+        return result
+    rn = _normalized_residuals(fit.sigma, fit.residual, fit.jac, grid.ops)
+    order = fit.model.order
+    values = {ms.label[int(order[row])]: round(float(rn[row]), 4) for row in range(len(order))}
+    return replace(result, normalized_residuals=values)
+
+
 def residual_variances(grid: GridModel, *, ms: MeasurementSet, v: ComplexArray) -> FloatArray:
     """Variance of each measurement's residual at state v (in the set's order).
 
@@ -433,7 +449,7 @@ def solve_wls(
             or len(removed) >= options.max_bad_data
             or ms.size > 5000
         ):
-            return result
+            return _with_residuals(result, fit, ms, grid, options)
         rn = _normalized_residuals(fit.sigma, fit.residual, fit.jac, grid.ops)
         rn[ms.exact[fit.model.order]] = 0.0  # zero injections are physics, never bad data
         worst_row = int(np.argmax(rn))
@@ -441,13 +457,13 @@ def solve_wls(
         if result.passes_chi2 and options.lnr_detection is not None:
             limit = max(limit, options.lnr_detection)
         if rn[worst_row] < limit:
-            return result
+            return _with_residuals(result, fit, ms, grid, options)
         worst = int(fit.model.order[worst_row])
         candidate = ms.without(worst)
         try:
             _check_observable(_Model(grid, candidate), candidate, fit.v, cache)
         except NotObservableError:
-            return result
+            return _with_residuals(result, fit, ms, grid, options)
         removed = [*removed, ms.label[worst]]
         ms = candidate
         start = fit.v

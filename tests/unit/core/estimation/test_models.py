@@ -95,3 +95,39 @@ def test_no_real_measurement_is_not_observable(spec: AgentSpec, grid: GridModel)
     assert ms.size > 0 and bool(ms.pseudo.any())
     with pytest.raises(Exception, match="no real measurement"):
         solve_wls(grid, ms=ms, options=WlsOptions())
+
+
+def test_normalised_residuals_on_request_point_at_the_gross_error(
+    spec: AgentSpec, grid: GridModel
+) -> None:
+    window, _v = _window(spec, grid)
+    ms = MeasurementMap(spec, grid=grid).build(window)
+    assert solve_wls(grid, ms=ms, options=WlsOptions()).normalized_residuals is None  # off
+    clean = solve_wls(grid, ms=ms, options=WlsOptions(residuals=True))
+    assert clean.normalized_residuals is not None
+    assert set(clean.normalized_residuals) == set(ms.label)
+    assert max(clean.normalized_residuals.values()) < 4.0
+    redundancy = residual_variances(grid, ms=ms, v=clean.v) / ms.sigma**2
+    index = int(np.flatnonzero(~ms.pseudo & ~ms.exact & (redundancy > 0.3))[0])
+    value = ms.value.copy()
+    value[index] += 20.0 * ms.sigma[index]
+    bad = MeasurementSet(ms.kind, ms.element, ms.side, value, ms.sigma, ms.label, ms.pseudo)
+    seen = solve_wls(grid, ms=bad, options=WlsOptions(residuals=True, bad_data=False))
+    assert seen.normalized_residuals is not None
+    worst = max(seen.normalized_residuals, key=lambda k: seen.normalized_residuals[k])  # type: ignore[index]
+    assert worst == ms.label[index] and seen.normalized_residuals[worst] > 10.0
+
+
+def test_an_estimate_carries_its_residuals_only_when_the_spec_asks(
+    spec: AgentSpec, grid: GridModel
+) -> None:
+    from dsotp_streams.core.estimation import Estimator
+
+    window, _v = _window(spec, grid)
+    assert Estimator(spec, grid=grid).estimate(window).residuals is None
+    asking = spec.model_copy(
+        update={"estimator": spec.estimator.model_copy(update={"residuals": True})}
+    )
+    estimate = Estimator(asking, grid=grid).estimate(window)
+    assert estimate.residuals and all(v >= 0 for v in estimate.residuals.values())
+    assert any(label.endswith(":voltmagnitude") for label in estimate.residuals)
