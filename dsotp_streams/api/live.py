@@ -19,7 +19,7 @@ from typing import Any
 from fastapi import FastAPI, HTTPException
 from fastapi.responses import HTMLResponse, Response, StreamingResponse
 
-from dsotp_streams.contracts.messages import FlisrEvent, Forecast, StateEstimate
+from dsotp_streams.contracts.messages import FlisrEvent, Forecast, QualityFlag, StateEstimate
 from dsotp_streams.contracts.storage import ts_ns
 from dsotp_streams.core.grid import GridModel
 
@@ -128,7 +128,7 @@ def _point(estimate: StateEstimate, order: list[str]) -> dict[str, Any]:
         "stale": sorted(
             d
             for d, flags in (estimate.quality.flags if estimate.quality else {}).items()
-            if "stale" in flags
+            if QualityFlag.STALE in flags
         ),
         "runtime_ms": round(estimate.runtime_ms, 3),
         "vm": [_num(by_bus[n].vm_pu) if n in by_bus else None for n in order],

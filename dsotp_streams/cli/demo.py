@@ -208,8 +208,6 @@ async def _serve(
     make: Callable[[GridModel, MqttEndpoint], ServiceT],
 ) -> ServiceT:
     """Load the grid, build one service against the configured broker, run it until stopped."""
-    import gc
-
     from dsotp_streams.adapters.grids import load_grid
     from dsotp_streams.adapters.mqtt import endpoint_from_settings
 
@@ -218,8 +216,7 @@ async def _serve(
     grid = await asyncio.to_thread(
         load_grid, spec.grid, base_dir=settings.agent_file.parent, data_dir=settings.data_dir
     )
-    service = make(grid, endpoint_from_settings(settings.mqtt))
-    gc.freeze()  # the grid model's objects live as long as the process: keep them out of GC
+    service = make(grid, endpoint_from_settings(settings.mqtt))  # it freezes at start (GC)
     if duration_s is not None:
         asyncio.get_running_loop().call_later(duration_s, stop.set)
     await service.run(stop)

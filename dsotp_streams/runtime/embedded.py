@@ -463,6 +463,7 @@ class Emulator:
         """Produce one instant per period until stop is set; frames go through an outbox that
         keeps them while the broker is unreachable (store and forward, as a PDC does) and
         sends them after reconnecting, oldest first."""
+        gc.freeze()  # the grid model and the fleet live as long as the process (as the pipeline)
         producer = asyncio.create_task(self._produce(stop), name="emulate")
         backoff = Backoff(self.settings.mqtt.reconnect_backoff_max_s)
         try:

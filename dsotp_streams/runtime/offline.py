@@ -32,7 +32,8 @@ class OfflineEstimator:
         self.spec = spec
         self.grid = grid
         self.estimator = Estimator(spec, grid=grid)
-        # no idle closing: estimating a window between two frames is not a pause of the stream
+        # frames come decoded (offer_frame: no payload to size); no idle closing: estimating a
+        # window between two frames is not a pause of the stream
         self.intake = FrameIntake(
             spec, grid=grid, max_payload_bytes=0, event_time=True, idle_close_s=math.inf
         )

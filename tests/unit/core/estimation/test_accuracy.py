@@ -4,6 +4,7 @@ instrument transformers added where the spec names them, per device where it say
 from __future__ import annotations
 
 import math
+from datetime import UTC, datetime
 
 import pytest
 from pydantic import ValidationError
@@ -14,7 +15,8 @@ from dsotp_streams.core.estimation import MeasurementMap
 from dsotp_streams.core.grid import GridModel
 from dsotp_streams.emulator import PmuFleet
 from dsotp_streams.runtime.stages import FrameIntake
-from tests.unit.runtime.test_fanout import T0
+
+T0 = datetime(2025, 6, 1, 12, 0, tzinfo=UTC)
 
 
 def test_the_default_is_an_m_class_pmu_with_its_limit_as_three_sigma() -> None:
