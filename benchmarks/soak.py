@@ -185,6 +185,19 @@ async def soak(args: argparse.Namespace, folder: Path) -> None:
         pipeline.stats.late,
     )
     log_run(log, lags, memory, "memory")
+    p99 = percentiles(lags)[2]
+    log.info(
+        "bars (p99 <= 100 ms, 0 skipped, 0 late, 0 missing): p99 %.1f ms %s, skipped %d, "
+        "late %d, missing %d: %s",
+        p99,
+        "met" if p99 <= 100 else f"missed by {p99 - 100:.1f} ms",
+        pipeline.stats.windows_skipped,
+        pipeline.stats.late,
+        missing,
+        "all met"
+        if p99 <= 100 and not (pipeline.stats.windows_skipped or pipeline.stats.late or missing)
+        else "NOT all met",
+    )
     if store is not None:
         store.close()
 
