@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import logging
 import time
+from dataclasses import replace
 
 import numpy as np
 from _setup import agent_for, windows
@@ -33,7 +34,7 @@ log = logging.getLogger("benchmarks.bad_data")
 def with_error(ms: MeasurementSet, index: int, gross_sigmas: float, sign: float) -> MeasurementSet:
     value = ms.value.copy()
     value[index] += sign * gross_sigmas * ms.sigma[index]
-    return MeasurementSet(ms.kind, ms.element, ms.side, value, ms.sigma, ms.label, ms.pseudo)
+    return replace(ms, value=value)
 
 
 def main() -> None:

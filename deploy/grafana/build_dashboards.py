@@ -244,6 +244,21 @@ def overview() -> dict[str, Any]:
             ],
             unit="mwatt",
         ),
+        _panel(
+            11,
+            "Load relative to the model's nominal loads (estimated load scale)",
+            "timeseries",
+            (0, 33, 12, 8),
+            [
+                _target(
+                    "A",
+                    f'SELECT mean("load_scale") FROM "se_quality" WHERE {AREA} AND {t} '
+                    "GROUP BY time($__interval) fill(none)",
+                    "load scale",
+                ),
+            ],
+            unit="percentunit",
+        ),
     ]
     variables = [
         {

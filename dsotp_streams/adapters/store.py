@@ -51,6 +51,11 @@ class DuckStore:
             columns += [f'"{tag}" VARCHAR' for tag in m.tags]
             columns += [f'"{name}" {_SQL_TYPE[kind]}' for name, kind in m.fields.items()]
             self._con.execute(f'CREATE TABLE IF NOT EXISTS "{m.name}" ({", ".join(columns)})')
+            # a store written by an earlier version gains the fields added since (empty there)
+            for name, kind in m.fields.items():
+                self._con.execute(
+                    f'ALTER TABLE "{m.name}" ADD COLUMN IF NOT EXISTS "{name}" {_SQL_TYPE[kind]}'
+                )
 
     def append(self, rows: list[Row]) -> int:
         """Append rows (any mix of measurements); returns how many were stored."""

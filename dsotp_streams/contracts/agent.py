@@ -223,6 +223,12 @@ class SigmaSpec(_Frozen):
         gt=0,
         description="sigma of zero injections; tighter makes the gain ill-conditioned",
     )
+    load_scale: float = Field(
+        default=1.0,
+        gt=0,
+        description="sigma of the load-scale prior (1 = nominal loads): loose, so that the "
+        "measurements say how loaded the grid is",
+    )
 
 
 class FlisrSpec(_Frozen):
@@ -296,6 +302,11 @@ class EstimatorSpec(_Frozen):
         default=False,
         description="publish every measurement's normalised residual with the estimate (the "
         "residual covariance costs milliseconds on large grids: off on the hot path)",
+    )
+    load_scale: bool = Field(
+        default=True,
+        description="estimate one scale of all nominal pseudo loads with the state (a grid at "
+        "30 % of its nominal load is then estimated as such, not pulled towards 100 %)",
     )
 
 

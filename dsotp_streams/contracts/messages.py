@@ -159,6 +159,10 @@ class StateEstimate(BaseModel):
     runtime_ms: float = 0.0
     max_true_dvm_pu: float | None = None
     quality: DataQuality | None = None
+    load_scale: float | None = Field(
+        default=None,
+        description="estimated load relative to the model's nominal loads (estimator.load_scale)",
+    )
     residuals: dict[str, float] | None = Field(
         default=None, description="measurement label -> normalised residual (estimator.residuals)"
     )

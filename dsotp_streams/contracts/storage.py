@@ -89,6 +89,7 @@ SCHEMA: dict[str, Measurement] = {
                 "n_dropped": int,
                 "dropped": str,
                 "max_true_dvm_pu": float,
+                "load_scale": float,
             },
         ),
         Measurement(
@@ -197,6 +198,7 @@ def rows_from_estimate(estimate: StateEstimate, *, lag_ms: float | None = None) 
             "n_dropped": len(dropped),
             "dropped": ",".join(dropped) or None,
             "max_true_dvm_pu": estimate.max_true_dvm_pu,
+            "load_scale": estimate.load_scale,
         },
         t,
     )

@@ -2,9 +2,10 @@
 
 Windows close in event time (a frame's timestamp is "now"), so a recording gives the same windows
 whatever the speed it is read at. Frames of devices that the agent spec does not use are not
-estimated from; when they carry bus voltage magnitudes, they serve as the reference the estimate
-is compared with (``true_vm_pu``, ``max_true_dvm_pu``): a recording of every node's voltage
-(DPsim's) then shows how well a sparse measurement set tracks it.
+estimated from. Every frame's bus voltage magnitudes, of devices used or not, serve as the
+reference the estimate is compared with (``true_vm_pu``, ``max_true_dvm_pu`` over all buses the
+recording has): a recording of every node's voltage (DPsim's) then shows how well a sparse
+measurement set tracks the whole grid, measured buses included.
 """
 
 from __future__ import annotations
@@ -49,7 +50,7 @@ class OfflineEstimator:
         for frame in frames:
             outcome = self.intake.offer_frame(frame).outcome
             self.outcomes[outcome] += 1
-            if outcome is IntakeOutcome.UNKNOWN_DEVICE:
+            if outcome in (IntakeOutcome.VALID, IntakeOutcome.UNKNOWN_DEVICE):
                 self._keep_reference(frame)
             slot = slot_of(frame.timestamp, period_ns=self.period_ns)
             ready = [w for w in pending if slot_of(w.window_start, period_ns=self.period_ns) < slot]

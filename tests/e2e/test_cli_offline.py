@@ -61,12 +61,13 @@ def test_dpsim_recording_estimates_track_the_recorded_voltages(
     assert done.returncode == 0, done.stderr
     rows = [json.loads(x) for x in states.read_text().splitlines()]
     assert len(rows) == 300
-    assert all(r["status"] in ("ok", "bad_data") for r in rows)
-    errors = [r["max_true_dvm_pu"] for r in rows]
+    ok = [r for r in rows if r["status"] == "ok"]
+    assert len(ok) >= 0.95 * 300
+    errors = [r["max_true_dvm_pu"] for r in ok]
     assert all(e is not None for e in errors)
-    # five of fifteen nodes measured, pseudo loads from the model: within 2 % of the recording
-    assert statistics.median(errors) < 0.02
-    assert max(errors) < 0.025
+    # five of fifteen nodes measured, pseudo loads scaled by the estimate: the estimator's goal
+    assert statistics.median(errors) <= 0.005
+    assert max(errors) <= 0.01
     first = rows[0]
     assert {b["bus"] for b in first["buses"]} >= {"N0", "N7", "N14"}
     assert first["chi2"] is not None and first["dof"] > 0 and first["runtime_ms"] > 0

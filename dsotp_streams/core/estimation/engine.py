@@ -51,6 +51,7 @@ class Estimator:
             residuals=e.residuals,
         )
         self._last_v: ComplexArray | None = None
+        self._last_scale: float | None = None
         self._cache = WlsCache(grid)
         self._layout = _Layout.of(grid)
         self.forecast_rejected = False  # the last window set the forecast pseudo injections aside
@@ -71,13 +72,13 @@ class Estimator:
         removed as bad data."""
         self.forecast_rejected = False
         window, quality = self.quality.check(window)  # stale channels out, flags noted
-        v0 = self._last_v
+        v0, scale0 = self._last_v, self._last_scale
         estimate = self._estimate(window, truth, quality)
         if estimate.status is not EstimateStatus.BAD_DATA or not self.mapping.uses_forecast:
             return estimate
         forecast = self.mapping.pseudo_injections
         self.mapping.set_pseudo_injections(None)
-        self._last_v = v0
+        self._last_v, self._last_scale = v0, scale0
         nominal = self._estimate(window, truth, quality)
         if nominal.status is EstimateStatus.OK:
             self.forecast_rejected = True
@@ -123,13 +124,14 @@ class Estimator:
                     ms=ms,
                     options=self.options,
                     v0=self._last_v,
+                    scale0=self._last_scale,
                     cache=self._cache,
                 )
-                self._last_v = result.v
+                self._last_v, self._last_scale = result.v, result.load_scale
         except NotObservableError as exc:
             return self._failed(base, EstimateStatus.NOT_OBSERVABLE, exc, started)
         except ConvergenceError as exc:
-            self._last_v = None
+            self._last_v = self._last_scale = None
             return self._failed(base, EstimateStatus.DIVERGED, exc, started)
         except DsotpError as exc:
             return self._failed(base, EstimateStatus.FAILED, exc, started)
@@ -158,6 +160,7 @@ class Estimator:
             runtime_ms=(time.perf_counter() - started) * 1e3,
             max_true_dvm_pu=max_dvm,
             residuals=result.normalized_residuals,
+            load_scale=result.load_scale,
         )
 
     def _failed(

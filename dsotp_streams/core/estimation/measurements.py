@@ -30,6 +30,7 @@ class Kind(IntEnum):
     Q_FLOW = 5
     I_MAG = 6
     I_ANG = 7
+    LOAD_SCALE = 8  # the prior of the load-scale state (see MeasurementSet.load_share)
 
 
 ANGLE_KINDS = (Kind.VA, Kind.I_ANG)
@@ -44,7 +45,12 @@ class Side(IntEnum):
 
 @dataclass(frozen=True)
 class MeasurementSet:
-    """Measurements of one window: kind, element, side, value and sigma (all per unit)."""
+    """Measurements of one window: kind, element, side, value and sigma (all per unit).
+
+    `load_share` is the part of a nominal pseudo-injection that is load (injection sign): with
+    a load-scale state s (a `Kind.LOAD_SCALE` prior row present), such a measurement reads
+    value + (s - 1) * load_share, so one extra state scales every nominal load at once.
+    """
 
     kind: IntArray
     element: IntArray
@@ -53,11 +59,18 @@ class MeasurementSet:
     sigma: FloatArray
     label: tuple[str, ...]
     pseudo: BoolArray
+    load_share: FloatArray
 
     @property
     def exact(self) -> BoolArray:
         """Zero-injection constraints: physics, not measurements."""
         return np.array([lbl.endswith((":zero_p", ":zero_q")) for lbl in self.label], dtype=bool)
+
+    @property
+    def never_bad(self) -> BoolArray:
+        """Rows bad-data removal leaves alone: zero injections and the load-scale prior."""
+        never: BoolArray = self.exact | (self.kind == Kind.LOAD_SCALE)
+        return never
 
     @property
     def size(self) -> int:
@@ -75,6 +88,7 @@ class MeasurementSet:
             sigma=self.sigma[keep],
             label=tuple(lbl for i, lbl in enumerate(self.label) if i != index),
             pseudo=self.pseudo[keep],
+            load_share=self.load_share[keep],
         )
 
 
@@ -118,8 +132,23 @@ class MeasurementMap:
                 self._channels[(device.id, name)] = _Channel(
                     Kind.I_MAG, Kind.I_ANG, ref.index, side, bus, False, accuracy
                 )
+        self.load_scale = spec.estimator.load_scale
+        self._load_share = self._load_shares()
         self._nominal_pseudo = self._pseudo_injections()
         self._pseudo = self._nominal_pseudo
+
+    def _load_shares(self) -> dict[tuple[Kind, int], float]:
+        """Per bus, the nominal load in its pseudo-injection (injection sign, pu)."""
+        grid = self.grid
+        p = np.zeros(grid.n_bus)
+        q = np.zeros(grid.n_bus)
+        np.add.at(p, grid.load_bus, -grid.load_p_pu)
+        np.add.at(q, grid.load_bus, -grid.load_q_pu)
+        out: dict[tuple[Kind, int], float] = {}
+        for bus in np.flatnonzero((p != 0.0) | (q != 0.0)).tolist():
+            out[(Kind.P_INJ, bus)] = float(p[bus])
+            out[(Kind.Q_INJ, bus)] = float(q[bus])
+        return out
 
     def _pseudo_injections(self) -> list[tuple[Kind, int, float, float, str]]:
         grid, s = self.grid, self.sigmas
@@ -200,6 +229,7 @@ class MeasurementMap:
                     value = _wrap(value + _PHASE_SHIFT[reading.phase])
                 sums.setdefault(key, []).append(value)
         rows: list[tuple[Kind, int, int, float, float, str, bool]] = []
+        share: dict[int, float] = {}  # row -> load share of a nominal pseudo-injection
         grid, s = self.grid, self.sigmas
         for (device, component, measurand), values in sums.items():
             channel = self._channels.get((device, component))
@@ -238,11 +268,21 @@ class MeasurementMap:
                 pu = 3.0 * value / 1e6 / grid.base_mva
                 sigma = acc.pq_rel * abs(pu) + s.pq_floor_mw / grid.base_mva
                 rows.append((kind, channel.element, channel.side, pu, sigma, label, False))
+        _drop_noise_level_currents(rows)
         measured = {(k, e) for k, e, *_ in rows if k in (Kind.P_INJ, Kind.Q_INJ, Kind.VM)}
         for kind, bus, value, sigma, label in self._pseudo:
             if (kind, bus) not in measured:
+                if self.load_scale and label.endswith((":pseudo_p", ":pseudo_q")):
+                    load = self._load_share.get((kind, bus), 0.0)
+                    if load != 0.0:
+                        share[len(rows)] = load
                 rows.append((kind, bus, 0, value, sigma, label, True))
-        _drop_noise_level_currents(rows)
+        if share:
+            # the prior of the load-scale state: loads at their nominal size, give or take this
+            sigma = s.load_scale
+            rows.append((Kind.LOAD_SCALE, 0, 0, 1.0, sigma, "load_scale:prior", True))
+        load_share = np.zeros(len(rows))
+        load_share[list(share)] = list(share.values())
         return MeasurementSet(
             kind=np.array([r[0] for r in rows], dtype=np.int64),
             element=np.array([r[1] for r in rows], dtype=np.int64),
@@ -251,6 +291,7 @@ class MeasurementMap:
             sigma=np.array([r[4] for r in rows], dtype=float),
             label=tuple(r[5] for r in rows),
             pseudo=np.array([r[6] for r in rows], dtype=bool),
+            load_share=load_share,
         )
 
 

@@ -55,6 +55,7 @@ class WlsResult:
     chi2_threshold: float
     bad_data: list[str] = field(default_factory=list)
     measurements: MeasurementSet | None = None
+    load_scale: float | None = None  # estimated scale of the nominal loads, when estimated
     normalized_residuals: dict[str, float] | None = None  # label -> r_N, on request
 
     @property
@@ -99,7 +100,10 @@ class _Model:
         referenced = set(grid.island[angle_buses].tolist())
         fixed = [int(b) for k, b in enumerate(grid.slacks) if k not in referenced]
         self.angle_states = np.setdiff1d(np.arange(n), fixed)
-        self.n_state = len(self.angle_states) + n
+        rows_scale = np.flatnonzero(kind == Kind.LOAD_SCALE)
+        self.has_scale = len(rows_scale) > 0  # one more state: the scale of nominal loads
+        self.n_state = len(self.angle_states) + n + int(self.has_scale)
+        self.col_scale = self.n_state - 1
         # state column of every (derivative, bus): angles first, then magnitudes; -1 if fixed
         self.col_va = np.full(n, -1, dtype=np.int64)
         self.col_va[self.angle_states] = np.arange(len(self.angle_states))
@@ -109,12 +113,19 @@ class _Model:
         rows_va = np.flatnonzero(kind == Kind.VA)
         rows_inj = np.flatnonzero((kind == Kind.P_INJ) | (kind == Kind.Q_INJ))
         rows_br = np.flatnonzero(np.isin(kind, _BRANCH_KINDS))
-        self.order = np.concatenate([rows_vm, rows_va, rows_inj, rows_br])
+        self.order = np.concatenate([rows_vm, rows_va, rows_inj, rows_br, rows_scale])
         self.el_vm = ms.element[rows_vm]
         self.el_va = ms.element[rows_va]
         off_inj = len(rows_vm) + len(rows_va)
         off_br = off_inj + len(rows_inj)
         self.n_v, self.n_inj, self.n_br = off_inj, len(rows_inj), len(rows_br)
+        off_scale = off_br + len(rows_br)
+        # a nominal pseudo-injection reads value + (s - 1) * share: h - (s - 1) * share is
+        # fitted to the value, d/ds = -share, constant (the scale's column never changes)
+        self.share = ms.load_share[self.order]
+        scaled_rows = np.flatnonzero(self.share != 0.0) if self.has_scale else np.zeros(0, int)
+        self.scale_values = np.concatenate([-self.share[scaled_rows], np.ones(len(rows_scale))])
+        self.n_scale = len(rows_scale)
 
         # injections S_r = v_e conj(Y_e v): pattern of the Ybus rows, plus the diagonal term
         self.el_inj = ms.element[rows_inj]
@@ -152,6 +163,8 @@ class _Model:
             off_br + r_br_diag,
             off_br + self.br_r,
             off_br + r_br_diag,
+            scaled_rows,
+            off_scale + np.arange(len(rows_scale)),
         ]
         parts_c = [
             self.col_vm[self.el_vm],
@@ -164,6 +177,7 @@ class _Model:
             self.col_va[self.end_bus],
             self.col_vm[self.br_c],
             self.col_vm[self.end_bus],
+            np.full(len(scaled_rows) + len(rows_scale), self.col_scale, dtype=np.int64),
         ]
         rows_all = np.concatenate(parts_r)
         cols_all = np.concatenate(parts_c)
@@ -183,8 +197,9 @@ class _Model:
             np.isin(ms.kind[self.order], ANGLE_KINDS),
         )
 
-    def evaluate(self, v: ComplexArray) -> tuple[FloatArray, Matrix]:
-        """h(v) and the Jacobian, rows in `order`, columns [free angles, magnitudes]."""
+    def evaluate(self, v: ComplexArray, scale: float = 1.0) -> tuple[FloatArray, Matrix]:
+        """h(v, scale) and the Jacobian, rows in `order`, columns [free angles, magnitudes,
+        load scale when the set has its prior]."""
         vm = np.abs(v)
         vnorm = v / vm
         jv = 1j * v
@@ -237,7 +252,9 @@ class _Model:
             np.real(a * np.conj(i_br) * jv[self.end_bus]),
             np.real(av * np.conj(di_vm) + b_r * di_vm),
             np.real(a * np.conj(i_br) * vnorm[self.end_bus]),
+            self.scale_values,
         ]
+        h_parts.append(np.full(self.n_scale, scale))
         data = np.concatenate(values)[self.keep]
         if self.dense:
             jac: Matrix = np.bincount(
@@ -245,17 +262,21 @@ class _Model:
             ).reshape(self.shape)
         else:
             jac = sp.csr_matrix((data, (self.rows, self.cols)), shape=self.shape)
-        return np.concatenate(h_parts), jac
+        h = np.concatenate(h_parts)
+        if self.has_scale:
+            h -= (scale - 1.0) * self.share
+        return h, jac
 
-    def update(self, v: ComplexArray, dx: FloatArray) -> ComplexArray:
+    def update(self, v: ComplexArray, dx: FloatArray, scale: float) -> tuple[ComplexArray, float]:
         """Apply a state correction."""
         va = np.angle(v)
         vm = np.abs(v)
         na = len(self.angle_states)
+        n = len(vm)
         va[self.angle_states] += dx[:na]
-        vm += dx[na:]
+        vm += dx[na : na + n]
         v_new: ComplexArray = vm * np.exp(1j * va)
-        return v_new
+        return v_new, scale + float(dx[-1]) if self.has_scale else scale
 
 
 class WlsCache:
@@ -299,7 +320,9 @@ def chi2_threshold(dof: int, *, confidence: float) -> float:
 
 
 def _structure(ms: MeasurementSet) -> bytes:
-    return ms.kind.tobytes() + ms.element.tobytes() + ms.side.tobytes()
+    # which rows the load scale touches is structure too (a forecast pseudo-injection has none)
+    scaled: BoolArray = ms.load_share != 0.0
+    return ms.kind.tobytes() + ms.element.tobytes() + ms.side.tobytes() + scaled.tobytes()
 
 
 def _check_observable(
@@ -323,6 +346,7 @@ def _check_observable(
 @dataclass(frozen=True)
 class _Fit:
     v: ComplexArray
+    scale: float
     iterations: int
     residual: FloatArray  # in model row order
     sigma: FloatArray  # in model row order
@@ -336,14 +360,15 @@ def _solve_once(
     v0: ComplexArray,
     options: WlsOptions,
     cache: WlsCache | None,
+    scale0: float = 1.0,
 ) -> _Fit:
     model = cache.model(ms) if cache is not None else _Model(grid, ms)
     _check_observable(model, ms, v0, cache)
     value, sigma, angle = model.permute(ms)
     weights = 1.0 / sigma**2
-    v = v0.copy()
+    v, scale = v0.copy(), scale0
     for iteration in range(1, options.max_iterations + 1):
-        h, jac = model.evaluate(v)
+        h, jac = model.evaluate(v, scale)
         r = value - h
         r[angle] = (r[angle] + np.pi) % (2.0 * np.pi) - np.pi
         try:
@@ -352,10 +377,10 @@ def _solve_once(
             raise NotObservableError(f"gain matrix is singular: {exc}") from exc
         if not np.all(np.isfinite(dx)):
             raise NotObservableError("gain matrix is singular (non-finite update)")
-        v = model.update(v, dx)
+        v, scale = model.update(v, dx, scale)
         if np.max(np.abs(dx)) < options.tolerance:
             # the step is below tolerance: the linearised residual is exact to O(dx^2)
-            return _Fit(v, iteration, r - jac @ dx, sigma, jac, model)
+            return _Fit(v, scale, iteration, r - jac @ dx, sigma, jac, model)
     raise ConvergenceError(f"WLS did not converge in {options.max_iterations} iterations")
 
 
@@ -405,25 +430,28 @@ def solve_wls(
     ms: MeasurementSet,
     options: WlsOptions,
     v0: ComplexArray | None = None,
+    scale0: float | None = None,
     cache: WlsCache | None = None,
 ) -> WlsResult:
     """Estimate bus voltages; remove bad data by largest normalized residual while chi2 fails.
 
-    Starts from `v0` (the previous window's state in a stream) or the grid's nominal power flow;
+    Starts from `v0` and `scale0` (the previous window's state and load scale in a stream) or
+    the grid's nominal power flow;
     `cache` keeps planned models and observability per measurement structure between calls.
     """
     if not np.any(~ms.pseudo & ~ms.exact):
         raise NotObservableError("no real measurement in the window, only pseudo-measurements")
     start = grid.v_nominal if v0 is None else v0
+    scale = 1.0 if scale0 is None or not np.isfinite(scale0) else scale0
     removed: list[str] = []
     while True:
         try:
-            fit = _solve_once(grid, ms, start, options, cache)
+            fit = _solve_once(grid, ms, start, options, cache, scale)
         except ConvergenceError:
             if v0 is None or start is grid.v_nominal:
                 raise
-            start = grid.v_nominal  # a stale warm start: retry once from the nominal state
-            fit = _solve_once(grid, ms, start, options, cache)
+            start, scale = grid.v_nominal, 1.0  # a stale warm start: once more from nominal
+            fit = _solve_once(grid, ms, start, options, cache, scale)
         objective = float(np.sum((fit.residual / fit.sigma) ** 2))
         dof = ms.size - fit.model.n_state
         threshold = chi2_threshold(dof, confidence=options.chi2_confidence)
@@ -435,6 +463,7 @@ def solve_wls(
             chi2_threshold=threshold,
             bad_data=removed,
             measurements=ms,
+            load_scale=fit.scale if fit.model.has_scale else None,
         )
         # the normalised-residual test needs the residual covariance: every window on small
         # (dense) grids; on large ones only when a plain weighted residual already exceeds the
@@ -451,7 +480,7 @@ def solve_wls(
         ):
             return _with_residuals(result, fit, ms, grid, options)
         rn = _normalized_residuals(fit.sigma, fit.residual, fit.jac, grid.ops)
-        rn[ms.exact[fit.model.order]] = 0.0  # zero injections are physics, never bad data
+        rn[ms.never_bad[fit.model.order]] = 0.0  # physics and the scale prior: never bad data
         worst_row = int(np.argmax(rn))
         limit = options.lnr_threshold
         if result.passes_chi2 and options.lnr_detection is not None:
@@ -466,4 +495,4 @@ def solve_wls(
             return _with_residuals(result, fit, ms, grid, options)
         removed = [*removed, ms.label[worst]]
         ms = candidate
-        start = fit.v
+        start, scale = fit.v, fit.scale

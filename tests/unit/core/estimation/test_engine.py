@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 import numpy as np
@@ -92,7 +93,7 @@ def test_estimation_without_bad_data_check_fails_chi2(spec: AgentSpec, grid: Gri
     bad = int(np.flatnonzero(np.array(ms.label) == "pmu-n8:Bus 8:voltmagnitude")[0])
     value = ms.value.copy()
     value[bad] *= 1.08
-    tampered = type(ms)(ms.kind, ms.element, ms.side, value, ms.sigma, ms.label, ms.pseudo)
+    tampered = replace(ms, value=value)
     result = solve_wls(grid, ms=tampered, options=WlsOptions(bad_data=False))
     assert not result.passes_chi2
     assert result.objective > result.chi2_threshold

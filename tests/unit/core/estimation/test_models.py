@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import UTC, datetime
 
 import numpy as np
@@ -11,7 +12,6 @@ from dsotp_streams.adapters.grids import load_grid
 from dsotp_streams.contracts.agent import AgentSpec, DeviceSpec, GridSpec
 from dsotp_streams.contracts.messages import EstimateStatus, Window
 from dsotp_streams.core.estimation import Estimator, MeasurementMap
-from dsotp_streams.core.estimation.measurements import MeasurementSet
 from dsotp_streams.core.estimation.wls import WlsOptions, residual_variances, solve_wls
 from dsotp_streams.core.grid import GridModel
 from dsotp_streams.emulator import PmuFleet
@@ -79,7 +79,7 @@ def test_gross_error_below_the_chi2_radar_is_found_by_its_normalised_residual(
     index = int(real[0])
     value = ms.value.copy()
     value[index] += 20.0 * ms.sigma[index]
-    bad = MeasurementSet(ms.kind, ms.element, ms.side, value, ms.sigma, ms.label, ms.pseudo)
+    bad = replace(ms, value=value)
     without_lnr = solve_wls(grid, ms=bad, options=WlsOptions(lnr_detection=None))
     with_lnr = solve_wls(grid, ms=bad, options=WlsOptions())
     assert with_lnr.bad_data == [ms.label[index]]
@@ -111,7 +111,7 @@ def test_normalised_residuals_on_request_point_at_the_gross_error(
     index = int(np.flatnonzero(~ms.pseudo & ~ms.exact & (redundancy > 0.3))[0])
     value = ms.value.copy()
     value[index] += 20.0 * ms.sigma[index]
-    bad = MeasurementSet(ms.kind, ms.element, ms.side, value, ms.sigma, ms.label, ms.pseudo)
+    bad = replace(ms, value=value)
     seen = solve_wls(grid, ms=bad, options=WlsOptions(residuals=True, bad_data=False))
     assert seen.normalized_residuals is not None
     worst = max(seen.normalized_residuals, key=lambda k: seen.normalized_residuals[k])  # type: ignore[index]
