@@ -49,3 +49,8 @@ class SinkRejectedError(DsotpError):
 
 class CursorError(DsotpError):
     """A page cursor that this API did not issue."""
+
+
+class TopologyError(DsotpError):
+    """A switch change that cannot be applied: unknown switch, or a grid it would leave
+    unestimable."""

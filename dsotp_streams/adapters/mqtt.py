@@ -142,6 +142,27 @@ class Topics:
         return f"{self.base}/pmu/+"
 
     @property
+    def switch_state(self) -> str:
+        """Switch states in (SwitchState JSON): the model follows them."""
+        return f"{self.base}/switch/state"
+
+    @classmethod
+    def switch_state_wildcard(cls, prefix: str) -> str:
+        """Subscription for the switch states of every area."""
+        return f"{prefix}/+/switch/state"
+
+    @classmethod
+    def of_switch_state(cls, prefix: str, topic: str) -> Topics | None:
+        """The area of a switch-state topic, or None for any other topic."""
+        head = f"{prefix}/"
+        if not topic.startswith(head):
+            return None
+        parts = topic[len(head) :].split("/")
+        if len(parts) != 3 or parts[1:] != ["switch", "state"] or not parts[0]:
+            return None
+        return cls(prefix, parts[0])
+
+    @property
     def state(self) -> str:
         """StateEstimate JSON."""
         return f"{self.base}/state"

@@ -49,6 +49,15 @@ FaultOpt = Annotated[
     list[str] | None,
     typer.Option("--fault", help="LINE@SECONDS: a three-phase fault on LINE after SECONDS"),
 ]
+SwitchOpt = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--switch",
+        help="SWITCH=open|close@SECONDS: the emulated grid switches after SECONDS and reports "
+        "it on dsotp/<area>/switch/state; the model follows (e.g. 'S2=close@10', "
+        "'Line 4-5@Bus 4=open@20')",
+    ),
+]
 RateOpt = Annotated[
     float | None, typer.Option("--rate", min=0.1, max=50, help="frames/s per device (<= 50)")
 ]
@@ -101,6 +110,7 @@ def _table(emulator: EmulatorStats | None, pipeline: PipelineStats) -> Table:
         ("forecasts issued (set aside)", f"{p.forecasts} ({p.forecasts_rejected})"),
         ("forecast history read at start", f"{p.forecast_history_steps} steps"),
         ("FLISR cases (fault to plan ms)", f"{p.flisr_events} ({p.flisr_lag_ms:.0f})"),
+        ("switchings followed", str(p.switches_applied)),
     ]
     for name, value in rows:
         table.add_row(name, value)
@@ -114,6 +124,7 @@ async def run_demo(
     duration_s: float | None,
     live: bool = True,
     faults: list[tuple[str, float]] | None = None,
+    switchings: list[tuple[str, bool, float]] | None = None,
     recorder: RecordingWriter | None = None,
     history_days: int = 0,
 ) -> DemoSummary:
@@ -136,6 +147,7 @@ async def run_demo(
             spec=spec,
             outputs=outputs,
             faults=faults or [],
+            switchings=switchings or [],
             recorder=recorder,
             history_days=history_days,
         )
@@ -178,6 +190,19 @@ def _parse_fault(text: str) -> tuple[str, float]:
     except ValueError as exc:
         raise typer.BadParameter(
             f"--fault {text!r}: expected LINE@SECONDS, e.g. 'Line 3-4@10'"
+        ) from exc
+
+
+def _parse_switch(text: str) -> tuple[str, bool, float]:
+    switch, sep, rest = text.rpartition("=")
+    action, at, seconds = rest.partition("@")
+    try:
+        if not sep or not switch or not at or action not in ("open", "close"):
+            raise ValueError(text)
+        return switch, action == "close", float(seconds)
+    except ValueError as exc:
+        raise typer.BadParameter(
+            f"--switch {text!r}: expected SWITCH=open|close@SECONDS, e.g. 'S2=close@10'"
         ) from exc
 
 
@@ -233,6 +258,7 @@ def demo(
     no_live: NoLiveOpt = False,
     store: StoreOpt = None,
     fault: FaultOpt = None,
+    switch: SwitchOpt = None,
     record: RecordOpt = None,
     history_days: HistoryOpt = 0,
 ) -> None:
@@ -254,6 +280,7 @@ def demo(
         )
         spec = spec.model_copy(update={"emulator": emulator})
     faults = [_parse_fault(text) for text in fault or []]
+    switchings = [_parse_switch(text) for text in switch or []]
     recorder = RecordingWriter(record) if record is not None else None
     try:
         summary = asyncio.run(
@@ -262,6 +289,7 @@ def demo(
                 spec=spec,
                 duration_s=duration,
                 faults=faults,
+                switchings=switchings,
                 recorder=recorder,
                 history_days=history_days,
             )

@@ -26,6 +26,7 @@ __all__ = [
     "InstrumentClass",
     "QualitySpec",
     "SigmaSpec",
+    "TopologySpec",
     "VoltageBasis",
     "WindowSpec",
     "load_agent_spec",
@@ -261,6 +262,21 @@ class FlisrSpec(_Frozen):
     )
 
 
+class TopologySpec(_Frozen):
+    """How the model follows the grid's switches."""
+
+    follow_switches: bool = Field(
+        default=True,
+        description="switch states on dsotp/<area>/switch/state (a breaker status a device "
+        "reports) change the model the next window uses",
+    )
+    command_switches: list[str] = Field(
+        default_factory=list,
+        description="switches whose commands (source: command) are applied as executed; a "
+        "command for any other switch is refused",
+    )
+
+
 class ForecastSpec(_Frozen):
     """Load forecasts per bus from the estimated loads, and pseudo-measurements from them."""
 
@@ -364,6 +380,7 @@ class AgentSpec(_Frozen):
     estimator: EstimatorSpec = EstimatorSpec()
     emulator: EmulatorSpec = EmulatorSpec()
     flisr: FlisrSpec = FlisrSpec()
+    topology: TopologySpec = TopologySpec()
     forecast: ForecastSpec = ForecastSpec()
     devices: list[DeviceSpec] = Field(min_length=1)
 

@@ -6,7 +6,7 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
 from dsotp_streams.contracts.frames import PmuFrame
 
@@ -20,11 +20,14 @@ __all__ = [
     "FlisrLocation",
     "Forecast",
     "FrameBatch",
+    "InputKind",
     "LineFlow",
     "QualityFlag",
     "ResultKind",
     "StateEstimate",
     "SwitchAction",
+    "SwitchSource",
+    "SwitchState",
     "TrueState",
     "Window",
 ]
@@ -204,6 +207,27 @@ class TrueState(BaseModel):
     va_deg: dict[str, float]
 
 
+class SwitchSource(StrEnum):
+    """Who says a switch changed."""
+
+    DEVICE = "device"  # a breaker or switch status reported by a device or SCADA
+    COMMAND = "command"  # a switch command, applied when the agent spec allows it
+
+
+class SwitchState(BaseModel):
+    """A switch's new state, on `dsotp/<area>/switch/state`: the model of the next window
+    follows it (`topology.follow_switches`)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    switch: str = Field(
+        min_length=1, max_length=200, description="switch name, or <line>@<bus> for a line end"
+    )
+    closed: bool
+    timestamp: AwareDatetime
+    source: SwitchSource = SwitchSource.DEVICE
+
+
 class SwitchAction(BaseModel):
     """One step of a switching sequence."""
 
@@ -264,14 +288,23 @@ class Forecast(BaseModel):
     )
 
 
+class InputKind(StrEnum):
+    """What an input message on MQTT is, by its topic."""
+
+    FRAME = "frame"  # dsotp/<area>/pmu/<device>
+    SWITCH_STATE = "switch-state"  # dsotp/<area>/switch/state
+
+
 class BridgedFrame(BaseModel):
-    """One frame message as the bridge received it from MQTT (raw, so it can be replayed)."""
+    """One input message as the bridge received it from MQTT (raw, so it can be replayed):
+    a frame, or a switch state that travels in order with the area's frames."""
 
     model_config = ConfigDict(frozen=True)
 
     topic: str
     payload: str
     received_at: datetime
+    kind: InputKind = InputKind.FRAME
 
 
 class FrameBatch(BaseModel):

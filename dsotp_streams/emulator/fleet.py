@@ -3,17 +3,18 @@
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 import numpy as np
 
 from dsotp_streams.contracts.agent import AgentSpec
 from dsotp_streams.contracts.frames import Measurand, Phase, PmuFrame, Reading
-from dsotp_streams.contracts.messages import TrueState
+from dsotp_streams.contracts.messages import SwitchState, TrueState
 from dsotp_streams.core.flisr import fault_state
 from dsotp_streams.core.grid import ComplexArray, FloatArray, GridModel
 from dsotp_streams.core.powerflow import run_power_flow
+from dsotp_streams.core.topology import Topology
 from dsotp_streams.errors import SpecError
 
 __all__ = ["TVE_SIGMA_FACTOR", "EmulatedInstant", "PmuFleet"]
@@ -29,6 +30,7 @@ class EmulatedInstant:
     frames: list[PmuFrame]
     truth: TrueState
     v: ComplexArray
+    switched: list[SwitchState] = field(default_factory=list)  # breaker states that changed
 
 
 class PmuFleet:
@@ -56,6 +58,15 @@ class PmuFleet:
         self._last_t = 0.0
         self._v: ComplexArray | None = None
         self._faults: list[tuple[float, float, int, str]] = []
+        self._switchings: list[tuple[float, str, bool]] = []
+        self._topology: Topology | None = None
+        self._place_devices()
+        self._is_wind = np.array(
+            [str(t).upper() in ("WP", "WIND") for t in grid.net.sgen[grid.net.sgen.in_service].type]
+        )
+
+    def _place_devices(self) -> None:
+        spec, grid = self.spec, self.grid
         self._devices = []
         for device in spec.devices:
             bus = grid.bus_index[device.bus]
@@ -64,9 +75,6 @@ class PmuFleet:
                 ref = grid.branches[name]
                 branches.append((name, ref.index, ref.from_bus == bus))
             self._devices.append((device.id, device.bus, bus, branches))
-        self._is_wind = np.array(
-            [str(t).upper() in ("WP", "WIND") for t in grid.net.sgen[grid.net.sgen.in_service].type]
-        )
 
     def _profile_step(self, t_s: float, t_abs: float | None) -> int:
         """The profile row for an instant (t_s after the first, t_abs since the epoch)."""
@@ -148,6 +156,29 @@ class PmuFleet:
         far = max((ref.from_bus, ref.to_bus), key=lambda b: depth.get(b, 0))
         self._faults.append((at_s, at_s + duration_s, far, line))
 
+    def schedule_switching(self, switch: str, *, closed: bool, at_s: float) -> None:
+        """Open or close a switch `at_s` seconds after the first instant: the grid's power flow
+        follows from then on and the instant reports the switch's new state (as a device
+        reporting a breaker's status does). An unknown switch raises at once."""
+        if self._topology is None:
+            self._topology = Topology(self.grid.net)
+        self._topology.closed(switch)  # unknown: TopologyError now, not mid-run
+        self._switchings.append((at_s, switch, closed))
+        self._switchings.sort()
+
+    def _switch_due(self, ts: datetime, elapsed_s: float) -> list[SwitchState]:
+        done = []
+        while self._switchings and self._switchings[0][0] <= elapsed_s:
+            _at, switch, closed = self._switchings.pop(0)
+            assert self._topology is not None
+            grid = self._topology.change(switch, closed=closed)
+            if grid is not None:
+                self.grid = grid
+                self._v = None  # another bus count: a cold start of the power flow
+                self._place_devices()
+            done.append(SwitchState(switch=switch, closed=closed, timestamp=ts))
+        return done
+
     def _depths(self) -> dict[int, int]:
         import networkx as nx
 
@@ -166,13 +197,14 @@ class PmuFleet:
         t = ts.timestamp()
         if self._t0 is None:
             self._t0 = t
+        switched = self._switch_due(ts, t - self._t0) if self._switchings else []
         p, q = self.injections(t - self._t0, t)
         v = run_power_flow(self.grid, p_pu=p, q_pu=q, v0=self._v)
         self._v = v
         for start, end, bus, _line in self._faults:
             if start <= t - self._t0 < end:
                 v = fault_state(self.grid, v_prefault=v, bus=bus)
-        return EmulatedInstant(self._frames(ts, v), self._truth(ts, v), v)
+        return EmulatedInstant(self._frames(ts, v), self._truth(ts, v), v, switched)
 
     def frames_for(self, ts: datetime, v: ComplexArray) -> list[PmuFrame]:
         """The frames the fleet would send for a given state (with its noise)."""

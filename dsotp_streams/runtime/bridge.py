@@ -27,11 +27,11 @@ from aiokafka.errors import KafkaError
 
 from dsotp_streams.adapters.kafka import KafkaTopics, client_options
 from dsotp_streams.adapters.mqtt import MqttEndpoint, Topics, ack, connect
-from dsotp_streams.contracts.messages import BridgedFrame, FrameBatch, ResultKind
+from dsotp_streams.contracts.messages import BridgedFrame, FrameBatch, InputKind, ResultKind
 from dsotp_streams.errors import TransportError
 from dsotp_streams.runtime.backoff import Backoff
 from dsotp_streams.runtime.fanout import SEQ_HEADER, STAMP_HEADER, dead_letter
-from dsotp_streams.runtime.stages import FrameIntake, touch
+from dsotp_streams.runtime.stages import FrameIntake, Intake, IntakeOutcome, touch
 from dsotp_streams.settings import Settings
 
 __all__ = ["Bridge", "BridgeStats", "batch_by_area"]
@@ -152,6 +152,9 @@ class Bridge:
             self._mqtt = client
             self._pending.clear()  # unacknowledged: the broker sends them again
             await client.subscribe(Topics.every_pmu(mqtt.topic_prefix), qos=mqtt.qos)
+            # switch states travel with the frames (same key, same order): the worker that
+            # estimates the area changes its model between the frames before and after
+            await client.subscribe(Topics.switch_state_wildcard(mqtt.topic_prefix), qos=mqtt.qos)
             self._inbound_ready.set()
             flusher = asyncio.create_task(self._flush_loop(client), name="bridge-flush")
             try:
@@ -169,18 +172,29 @@ class Bridge:
         topic = str(message.topic)
         self.stats.frames_in += 1
         # the area from the topic grammar: a prefix of several levels (`site/dsotp`) is fine
-        address = Topics.of_frame(self.settings.mqtt.topic_prefix, topic)
+        prefix = self.settings.mqtt.topic_prefix
+        address = Topics.of_frame(prefix, topic)
+        switch_topic = Topics.of_switch_state(prefix, topic)
         area = address[0].area if address is not None else "unknown"
         payload = message.payload
         raw = payload if isinstance(payload, bytes | bytearray) else str(payload).encode()
-        decoded = FrameIntake.decode(
-            bytes(raw), max_payload_bytes=self.settings.mqtt.max_payload_bytes
-        )
+        if switch_topic is not None:  # checked by the worker's intake, against its agent spec
+            area = switch_topic.area
+            decoded = Intake(IntakeOutcome.VALID)
+            if len(raw) > self.settings.mqtt.max_payload_bytes:
+                decoded = Intake(IntakeOutcome.INVALID, reason="payload exceeds the limit")
+        else:
+            decoded = FrameIntake.decode(
+                bytes(raw), max_payload_bytes=self.settings.mqtt.max_payload_bytes
+            )
         if decoded.reason is not None:
             await self._dead_letter(area, topic, bytes(raw), decoded.reason)
             ack(client, message)
             return
-        item = BridgedFrame(topic=topic, payload=bytes(raw).decode(), received_at=_utcnow())
+        kind = InputKind.FRAME if switch_topic is None else InputKind.SWITCH_STATE
+        item = BridgedFrame(
+            topic=topic, payload=bytes(raw).decode(), received_at=_utcnow(), kind=kind
+        )
         self._pending.append(_Pending(area, item, message))
 
     async def _dead_letter(self, area: str, topic: str, raw: bytes, reason: str) -> None:

@@ -104,6 +104,7 @@ class Demo:
         spec: AgentSpec,
         outputs: DemoOutputs,
         faults: Sequence[tuple[str, float]] = (),
+        switchings: Sequence[tuple[str, bool, float]] = (),
         recorder: RecordingWriter | None = None,
         history_days: int = 0,
     ) -> None:
@@ -111,6 +112,7 @@ class Demo:
         self.spec = spec
         self.outputs = outputs
         self.faults = list(faults)
+        self.switchings = list(switchings)  # (switch, closed, seconds after the first instant)
         self.recorder = recorder
         self.history_days = history_days
         self.endpoint: MqttEndpoint | None = None
@@ -172,6 +174,8 @@ class Demo:
             )
             for line, at_s in self.faults:
                 emulator.fleet.schedule_fault(line, at_s=at_s)
+            for switch, closed, at_s in self.switchings:
+                emulator.fleet.schedule_switching(switch, closed=closed, at_s=at_s)
             if self.history_days:
                 rows = await asyncio.to_thread(
                     backfill_rows,

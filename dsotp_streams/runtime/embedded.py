@@ -61,6 +61,7 @@ class EmulatorStats:
     instants_behind: int = 0
     reconnects: int = 0
     frames_unsent: int = 0  # still in the outbox `stop_timeout_s` after the stop
+    switchings: int = 0  # switch states reported (scheduled switchings)
 
 
 class AreaPipeline:
@@ -99,7 +100,6 @@ class AreaPipeline:
         )
         self.aligner = self.intake.aligner
         self.processor = WindowProcessor(spec, grid, settings.agent_file.parent, history)
-        self.estimator = self.processor.estimator
         self.forecast_listeners = list(forecast_listeners)
         self.flisr_listeners = list(flisr_listeners)
         self.stats = stats if stats is not None else PipelineStats()
@@ -148,6 +148,7 @@ class AreaPipeline:
             self._client = client
             await client.subscribe(self.topics.pmu_wildcard, qos=mqtt.qos)
             await client.subscribe(self.topics.truth, qos=0)
+            await client.subscribe(self.topics.switch_state, qos=mqtt.qos)
             self.ready.set()
             ticker = asyncio.create_task(self._tick_loop(), name="tick")
             status = asyncio.create_task(self._status_loop(), name="status")
@@ -222,6 +223,9 @@ class AreaPipeline:
             while len(self._truth) > self.settings.runtime.truth_history:
                 self._truth.popitem(last=False)
             return
+        if topic == self.topics.switch_state:
+            await self._switch(bytes(raw))
+            return
         result = self.intake.offer(bytes(raw))
         self.stats.count(result.outcome)
         if result.reason is not None:
@@ -232,6 +236,16 @@ class AreaPipeline:
             for sink in self.frame_sinks:
                 sink.submit(rows)
         await self._close_windows()
+
+    async def _switch(self, raw: bytes) -> None:
+        """A switch's new state: the model follows, or a dead letter says why not."""
+        checked = self.intake.switch(raw)
+        reason = checked.reason
+        if checked.state is not None:
+            reason = await self.processor.switch(checked.state)
+            self.stats.switches_applied = self.processor.switches_applied
+        if reason is not None:
+            await self._dead_letter(self.topics.switch_state, raw, reason)
 
     async def _close_windows(self) -> None:
         await self._enqueue(self.intake.poll())
@@ -498,6 +512,9 @@ class Emulator:
                     pass
             ts = datetime.fromtimestamp(round(next_slot, 6), tz=UTC)
             instant = await asyncio.to_thread(self.fleet.step, ts)
+            for switched in instant.switched:  # before the frames measured on the new topology
+                self._outbox.append((self.topics.switch_state, switched.model_dump_json(), False))
+                self.stats.switchings += 1
             self._outbox.append((self.topics.truth, instant.truth.model_dump_json(), True))
             for frame in instant.frames:
                 self._outbox.append((self.topics.pmu(frame.device), frame.model_dump_json(), False))
@@ -534,8 +551,8 @@ class Emulator:
                         )
                     )
                     for _ in batch:
-                        _topic, _payload, retain = self._outbox.popleft()
-                        if not retain:
+                        topic, _payload, retain = self._outbox.popleft()
+                        if not retain and topic != self.topics.switch_state:
                             self.stats.frames += 1
         except aiomqtt.MqttError as exc:
             raise TransportError(str(exc)) from exc

@@ -39,7 +39,7 @@ from dsotp_streams.adapters.grids import load_grid
 from dsotp_streams.adapters.kafka import KafkaTopics, bootstrap_servers, ssl_context
 from dsotp_streams.adapters.results import InfluxResults
 from dsotp_streams.contracts.agent import AgentSpec, load_agent_specs
-from dsotp_streams.contracts.messages import FrameBatch, ResultKind, Window
+from dsotp_streams.contracts.messages import FrameBatch, InputKind, ResultKind, Window
 from dsotp_streams.core.alignment import slot_of
 from dsotp_streams.runtime.fanout import (
     SEQ_HEADER,
@@ -296,6 +296,9 @@ class KafkaWorker:
             newest: int | None = None
             for item in batch.frames:
                 raw = item.payload.encode()
+                if item.kind is InputKind.SWITCH_STATE:
+                    await self._switch(batch.area, area, item.topic, raw)
+                    continue
                 result = area.intake.offer(raw)
                 self.stats.count(result.outcome)
                 if result.reason is not None:
@@ -311,6 +314,16 @@ class KafkaWorker:
                     newest = slot if newest is None else max(newest, slot)
             area.unacked.append((event, newest))
             await self._close(batch.area, area)
+
+    async def _switch(self, name: str, area: _Area, topic: str, raw: bytes) -> None:
+        """A switch's new state: the area's model follows, or a dead letter says why not."""
+        checked = area.intake.switch(raw)
+        reason = checked.reason
+        if checked.state is not None:
+            reason = await area.processor.switch(checked.state)
+            self.stats.switches_applied += 1 if reason is None else 0
+        if reason is not None:
+            await self._dead_letter(name, topic, raw, reason)
 
     async def _tick(self) -> None:
         for name, area in list(self._areas.items()):

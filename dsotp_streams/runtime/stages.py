@@ -25,6 +25,8 @@ from dsotp_streams.contracts.messages import (
     FlisrEvent,
     Forecast,
     StateEstimate,
+    SwitchSource,
+    SwitchState,
     TrueState,
     Window,
 )
@@ -33,8 +35,9 @@ from dsotp_streams.core.estimation import Estimator
 from dsotp_streams.core.flisr import FaultDetector, FlisrPlanner
 from dsotp_streams.core.forecasting.stream import ForecastAgent
 from dsotp_streams.core.grid import GridModel
+from dsotp_streams.core.topology import Topology
 from dsotp_streams.core.validation import FrameCheck
-from dsotp_streams.errors import DsotpError, FrameError
+from dsotp_streams.errors import DsotpError, FrameError, TopologyError
 
 log = logging.getLogger(__name__)
 
@@ -99,6 +102,7 @@ class PipelineStats:
     processing_errors: int = 0
     dead_letters_dropped: int = 0  # the dead-letter queue was full (a flood)
     flisr_lag_ms: float = 0.0  # from the faulted window's start to the published plan
+    switches_applied: int = 0  # switch states that changed the model
     estimate_age_ms_max: float = 0.0  # oldest window whose estimate began (max_window_age_s)
 
     def count(self, outcome: IntakeOutcome) -> None:
@@ -144,6 +148,14 @@ _REASONS = {
     AlignOutcome.DUPLICATE: "duplicate: the device already reported this instant",
     AlignOutcome.FUTURE: "timestamp too far in the future",
 }
+
+
+@dataclass(frozen=True)
+class SwitchIntake:
+    """A switch state to apply, or the reason it is refused (to the dead-letter topic)."""
+
+    state: SwitchState | None
+    reason: str | None
 
 
 class FrameIntake:
@@ -230,6 +242,27 @@ class FrameIntake:
             reason = _REASONS[outcome]
         return Intake(_FROM_ALIGNER[outcome], reason=reason, device=frame.device)
 
+    def switch(self, raw: bytes) -> SwitchIntake:
+        """One switch-state message: schema, then what the agent spec allows."""
+        if len(raw) > self.max_payload_bytes > 0:
+            return SwitchIntake(None, f"payload of {len(raw)} bytes exceeds the limit")
+        try:
+            state = SwitchState.model_validate_json(raw)
+        except ValueError as exc:
+            return SwitchIntake(None, f"invalid switch state: {exc}")
+        topology = self.spec.topology
+        if not topology.follow_switches:
+            return SwitchIntake(
+                None, "this area does not follow switches (topology.follow_switches)"
+            )
+        if state.source is SwitchSource.COMMAND and state.switch not in topology.command_switches:
+            return SwitchIntake(
+                None,
+                f"a command for switch {state.switch!r} is not allowed by the agent spec "
+                "(topology.command_switches)",
+            )
+        return SwitchIntake(state, None)
+
     def poll(self) -> list[Window]:
         """The windows that are complete or whose wait has passed, oldest first."""
         return self.aligner.poll(now=self.now())
@@ -309,13 +342,16 @@ class WindowProcessor:
     planner: FlisrPlanner | None = field(init=False)
     forecaster: ForecastAgent | None = field(init=False)
     model_path: Path = field(init=False)
+    topology: Topology | None = field(init=False, default=None)
+    switches_applied: int = field(init=False, default=0)
     _last_loads: dict[str, float] = field(init=False, default_factory=dict)
+    _pseudo: dict[str, tuple[float, float, float]] | None = field(init=False, default=None)
+    # switchings accepted, each with its model, in force from the window at its timestamp on
+    _switched: deque[tuple[datetime, GridModel]] = field(init=False, default_factory=deque)
 
     def __post_init__(self) -> None:
         spec = self.spec
-        self.estimator = Estimator(spec, grid=self.grid)
-        self.detector = FaultDetector(spec, grid=self.grid) if spec.flisr.enabled else None
-        self.planner = FlisrPlanner(self.grid, spec=spec.flisr) if spec.flisr.enabled else None
+        self._use(self.grid)
         self.model_path = self.model_dir / spec.forecast.model.format(area=spec.area)
         self.forecaster = None
         if spec.forecast.enabled:
@@ -326,6 +362,37 @@ class WindowProcessor:
                 except DsotpError as exc:
                     log.warning("forecast model unusable, training anew: %s", exc)
             self.forecaster = ForecastAgent(spec.area, spec=spec.forecast, model=model)
+
+    def _use(self, grid: GridModel) -> None:
+        """Estimator and FLISR on this grid model (at start, and after a switching)."""
+        spec = self.spec
+        self.grid = grid
+        self.estimator = Estimator(spec, grid=grid)
+        self.estimator.mapping.set_pseudo_injections(self._pseudo)  # by bus name: carried over
+        self.detector = FaultDetector(spec, grid=grid) if spec.flisr.enabled else None
+        self.planner = FlisrPlanner(grid, spec=spec.flisr) if spec.flisr.enabled else None
+
+    async def switch(self, state: SwitchState) -> str | None:
+        """Take a switch's new state: the windows from its timestamp on are estimated on the
+        new topology (in both runtimes alike, however the windows and the message interleave).
+        Returns None when taken (or already so), else the reason it is refused."""
+        if self.topology is None:
+            self.topology = await asyncio.to_thread(Topology, self.grid.net)
+        try:
+            grid = await asyncio.to_thread(self.topology.change, state.switch, closed=state.closed)
+        except TopologyError as exc:
+            return str(exc)
+        if grid is not None:
+            self._switched.append((state.timestamp, grid))
+            self.switches_applied += 1
+            log.info(
+                "%s: %s %s (%s): the model follows from the window at its time",
+                self.spec.area,
+                state.switch,
+                "closed" if state.closed else "opened",
+                state.source.value,
+            )
+        return None
 
     def _forecaster_ready(self, first: datetime) -> bool:
         """False while the stored history is being read (started by the first window, whose
@@ -405,6 +472,8 @@ class WindowProcessor:
 
     async def process(self, window: Window, *, truth: TrueState | None = None) -> Processed:
         """Estimate one window; then forecasting and FLISR on its result."""
+        while self._switched and self._switched[0][0] <= window.window_start:
+            self._use(self._switched.popleft()[1])
         observation = self.detector.observe(window) if self.detector else None
         v_prefault = self.estimator.last_state
         estimate = await asyncio.to_thread(self.estimator.estimate, window, truth=truth)
@@ -424,6 +493,7 @@ class WindowProcessor:
                 except DsotpError as exc:  # the model in memory serves on
                     log.warning("retrained forecaster not saved: %s", exc)
             if update.pseudo is not None or update.forecast is not None:
+                self._pseudo = update.pseudo
                 self.estimator.mapping.set_pseudo_injections(update.pseudo)
             result.forecast = update.forecast
         if observation is not None and self.planner is not None:

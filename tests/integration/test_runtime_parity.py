@@ -65,22 +65,30 @@ def write_spec(folder: Path) -> Path:
 
 
 def stream(spec_file: Path) -> list[tuple[str, bytes]]:
-    """(device, payload) in publishing order, with bad input after instant 20."""
+    """(topic tail, payload) in publishing order, with bad input after instant 20 and the
+    grid switching mid-stream: a tie switch closed at 4 s, a line opened at 5.5 s, each
+    reported on switch/state before the frames measured on the new topology."""
     spec = load_agent_spec(spec_file)
     grid = load_grid(spec.grid, base_dir=spec_file.parent)
     fleet = PmuFleet(spec, grid)
+    fleet.schedule_switching("S2", closed=True, at_s=4.0)
+    fleet.schedule_switching("Line 4-5@Bus 4", closed=False, at_s=5.5)
     t0 = datetime.now(tz=UTC).replace(microsecond=0) - timedelta(hours=1)
     out: list[tuple[str, bytes]] = []
     for k in range(INSTANTS):
-        frames = fleet.step(t0 + k * timedelta(seconds=0.1)).frames
-        out += [(f.device, f.model_dump_json().encode()) for f in frames]
+        instant = fleet.step(t0 + k * timedelta(seconds=0.1))
+        out += [("switch/state", s.model_dump_json().encode()) for s in instant.switched]
+        frames = instant.frames
+        out += [(f"pmu/{f.device}", f.model_dump_json().encode()) for f in frames]
         if k == 20:
             first = frames[0]
             ghost = first.model_copy(update={"device": "ghost"})
+            unknown = f'{{"switch": "S99", "closed": true, "timestamp": "{t0.isoformat()}"}}'
             out += [
-                (first.device, b"{not json"),
-                ("ghost", ghost.model_dump_json().encode()),
-                (first.device, first.model_dump_json().encode()),  # sent twice
+                (f"pmu/{first.device}", b"{not json"),
+                ("pmu/ghost", ghost.model_dump_json().encode()),
+                (f"pmu/{first.device}", first.model_dump_json().encode()),  # sent twice
+                ("switch/state", unknown.encode()),
             ]
     return out
 
@@ -128,7 +136,7 @@ async def collect(
         ready.set()
         async for message in client.messages:
             tail = str(message.topic)[len(head) :]
-            if tail.startswith("pmu/") or tail == "status":
+            if tail.startswith(("pmu/", "switch/")) or tail == "status":
                 continue
             body = json.loads(message.payload)
             if tail == "deadletter":  # the input topic it came on: under each run's prefix
@@ -140,9 +148,9 @@ async def publish(endpoint: MqttEndpoint, items: list[tuple[str, bytes]]) -> Non
     """The stream under both prefixes, one instant (10 frames) per 100 ms."""
     targets = [Topics("site/emb", AREA), Topics("site/kafka", AREA)]
     async with connect(endpoint, client_id=f"parity-pub-{free_port()}") as client:
-        for k, (device, payload) in enumerate(items):
+        for k, (tail, payload) in enumerate(items):
             for topics in targets:
-                await client.publish(topics.pmu(device), payload, qos=1)
+                await client.publish(f"{topics.base}/{tail}", payload, qos=1)
             if k % 10 == 9:
                 await asyncio.sleep(0.1)
 
@@ -198,7 +206,9 @@ def test_embedded_and_kafka_runtimes_publish_and_store_the_same(
     emb, kaf = seen
     # the embedded runtime estimated every instant (the last window closes on the idle clock)
     assert len(emb["state"]) == INSTANTS, {k: len(v) for k, v in emb.items()}
-    assert {tail: len(v) for tail, v in kaf.items()} == {tail: len(v) for tail, v in emb.items()}
+    assert {tail: len(v) for tail, v in kaf.items()} == {tail: len(v) for tail, v in emb.items()}, (
+        kaf["deadletter"]
+    )
     assert set(emb) >= {"state", "state/sogno", "deadletter"}
     for tail in emb:
         ordered = sorted(emb[tail], key=json.dumps), sorted(kaf[tail], key=json.dumps)
@@ -206,7 +216,16 @@ def test_embedded_and_kafka_runtimes_publish_and_store_the_same(
     by_window = {s["window_start"]: s for s in emb["state"]}
     assert by_window == {s["window_start"]: s for s in kaf["state"]}
     reasons = sorted(letter["reason"].split(":")[0] for letter in emb["deadletter"])
-    assert reasons == ["invalid frame", "late", "unknown device 'ghost' for area 'north'"]
+    assert reasons == [
+        "invalid frame",
+        "late",
+        "unknown device 'ghost' for area 'north'",
+        "unknown switch 'S99'",
+    ]
+    # both followed the switching: the opened line carries nothing from its window on
+    last = by_window[max(by_window)]
+    assert {line["line"]: line for line in last["lines"]}["Line 4-5"]["i_from_ka"] < 1e-3
+    assert all(s["status"] == "ok" for s in emb["state"])
     assert set(embedded_rows) >= {"pmu", "state", "branch", "se_quality"}
     assert embedded_rows == kafka_rows
 
