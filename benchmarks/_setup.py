@@ -11,7 +11,6 @@ import numpy as np
 from dsotp_streams.adapters.grids import load_grid
 from dsotp_streams.contracts.agent import (
     AgentSpec,
-    DeviceSpec,
     EmulatorSpec,
     EstimatorSpec,
     GridSource,
@@ -21,7 +20,7 @@ from dsotp_streams.contracts.agent import (
 )
 from dsotp_streams.contracts.messages import Window
 from dsotp_streams.core.grid import GridModel
-from dsotp_streams.emulator import PmuFleet
+from dsotp_streams.emulator import PmuFleet, candidate_pmus
 
 REPO = Path(__file__).resolve().parents[1]
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
@@ -59,20 +58,7 @@ def agent_for(
         return spec, load_grid(spec.grid)
     grid_spec = _replicated(name) if "*" in name else GridSpec(name=name)
     grid = load_grid(grid_spec)
-    lines_at: dict[int, list[str]] = {}
-    for ref in grid.branches.values():
-        if ref.element == "line":
-            lines_at.setdefault(ref.from_bus, []).append(ref.name)
-    devices = []
-    for k, (bus_name, idx) in enumerate(grid.named_buses):
-        if k % pmu_every:
-            continue
-        ident = "pmu-" + re.sub(r"[^A-Za-z0-9_.\-]", "-", bus_name)
-        devices.append(
-            DeviceSpec(
-                id=f"{ident}-{k}", bus=bus_name, branches=lines_at.get(idx, [])[:branches_per_pmu]
-            )
-        )
+    devices = candidate_pmus(grid, lines_per_pmu=branches_per_pmu)[::pmu_every]
     spec = AgentSpec(
         area=re.sub(r"[^A-Za-z0-9_.\-]", "-", name),
         grid=grid_spec,

@@ -1,6 +1,6 @@
 """The `dsotp` command, one module per command group: `demo` (demo, run, emulate), `offline`
 (estimate, convert, record, replay), `forecast` (train, evaluate), `scaleout` (bridge, worker,
-api); `common` holds what they share (options, settings from flags, logging, signals).
+api), `placement`; `common` holds what they share (options, settings from flags, logging, signals).
 
 Only parsing happens at import: what a command needs is imported when it runs, so `dsotp --help`
 loads no pandapower, LightGBM or runtime (measured: 2.6 s before, see benchmarks/startup.py)."""
@@ -12,7 +12,7 @@ from typing import Annotated
 
 import typer
 
-from dsotp_streams.cli import demo, forecast, offline, scaleout
+from dsotp_streams.cli import demo, forecast, offline, placement, scaleout
 from dsotp_streams.cli.common import stderr
 from dsotp_streams.errors import DsotpError
 
@@ -40,6 +40,7 @@ app.command("settings")(settings_cmd)
 offline.register(app)
 forecast.register(app)
 scaleout.register(app)
+placement.register(app)
 
 
 def main() -> None:

@@ -3,21 +3,29 @@
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import numpy as np
 
-from dsotp_streams.contracts.agent import AgentSpec
+from dsotp_streams.contracts.agent import AgentSpec, DeviceSpec
 from dsotp_streams.contracts.frames import Measurand, Phase, PmuFrame, Reading
-from dsotp_streams.contracts.messages import SwitchState, TrueState
+from dsotp_streams.contracts.messages import SwitchState, TrueState, Window
 from dsotp_streams.core.flisr import fault_state
 from dsotp_streams.core.grid import ComplexArray, FloatArray, GridModel
+from dsotp_streams.core.placement import Sample
 from dsotp_streams.core.powerflow import run_power_flow
 from dsotp_streams.core.topology import Topology
 from dsotp_streams.errors import SpecError
 
-__all__ = ["TVE_SIGMA_FACTOR", "EmulatedInstant", "PmuFleet"]
+__all__ = [
+    "TVE_SIGMA_FACTOR",
+    "EmulatedInstant",
+    "PmuFleet",
+    "candidate_pmus",
+    "placement_samples",
+]
 
 # P(TVE > k sigma) = exp(-k^2 / 2): k = 3.72 puts 99.9 % of frames inside the TVE bound.
 TVE_SIGMA_FACTOR = 3.72
@@ -261,3 +269,42 @@ class PmuFleet:
             vm_pu={name: float(abs(v[idx])) for name, idx in named},
             va_deg={name: math.degrees(float(np.angle(v[idx]))) for name, idx in named},
         )
+
+
+def candidate_pmus(grid: GridModel, *, lines_per_pmu: int = 2) -> list[DeviceSpec]:
+    """A PMU at every named bus: its voltage phasor and the currents of up to `lines_per_pmu`
+    lines leaving it (the candidates of a placement search)."""
+    lines_at: dict[int, list[str]] = {}
+    for ref in grid.branches.values():
+        if ref.element == "line":
+            lines_at.setdefault(ref.from_bus, []).append(ref.name)
+    out = []
+    for k, (name, idx) in enumerate(grid.named_buses):
+        ident = "pmu-" + re.sub(r"[^A-Za-z0-9_.\-]", "-", name)
+        out.append(
+            DeviceSpec(id=f"{ident}-{k}", bus=name, branches=lines_at.get(idx, [])[:lines_per_pmu])
+        )
+    return out
+
+
+def placement_samples(
+    spec: AgentSpec, *, grid: GridModel, candidates: list[DeviceSpec], count: int, seed: int
+) -> list[Sample]:
+    """`count` emulated instants spread over one load-profile period, a frame per candidate."""
+    emulator = spec.emulator.model_copy(update={"seed": seed})
+    fleet = PmuFleet(spec.model_copy(update={"devices": candidates, "emulator": emulator}), grid)
+    t0 = datetime(2026, 1, 1, tzinfo=UTC)
+    spacing_s = spec.emulator.profile_period_s / max(count, 1)
+    named = [idx for _name, idx in grid.named_buses]
+    out = []
+    for k in range(count):
+        instant = fleet.step(t0 + timedelta(seconds=k * spacing_s))
+        window = Window(
+            area=spec.area,
+            window_start=instant.truth.timestamp,
+            period_s=1.0 / spec.window.rate_hz,
+            frames={f.device: f for f in instant.frames},
+            closed_at=instant.truth.timestamp,
+        )
+        out.append(Sample(window=window, true_vm_pu=np.abs(instant.v[named])))
+    return out

@@ -199,8 +199,10 @@ class Estimator:
                     measured[name] = float(value)
         true_vm = truth.vm_pu if truth else {}
         true_va = truth.va_deg if truth else {}
+        # built without validation: floats this function computed (validating them cost 0.3 ms
+        # a window on Oberrhein's 179 buses and 190 branches)
         buses = [
-            BusState(
+            BusState.model_construct(
                 bus=name,
                 vm_pu=m,
                 va_deg=a,
@@ -225,7 +227,7 @@ class Estimator:
             loading = 100.0 * np.maximum(i_from_ka / layout.rating_from, i_to_ka / layout.rating_to)
         loading_list = [x if np.isfinite(x) else None for x in loading.tolist()]
         lines = [
-            LineFlow(
+            LineFlow.model_construct(
                 line=name,
                 p_from_mw=pf,
                 q_from_mvar=qf,
