@@ -129,6 +129,9 @@ class Estimator:
                 )
                 self._last_v, self._last_scale = result.v, result.load_scale
         except NotObservableError as exc:
+            if window.missing_devices:  # what would make it observable again first of all
+                missing = ", ".join(sorted(window.missing_devices))
+                exc = NotObservableError(f"{exc}; devices missing in this window: {missing}")
             return self._failed(base, EstimateStatus.NOT_OBSERVABLE, exc, started)
         except ConvergenceError as exc:
             self._last_v = self._last_scale = None

@@ -334,13 +334,60 @@ def _check_observable(
         raise NotObservableError(f"{ms.size} measurements for {model.n_state} state variables")
     _h, jac = model.evaluate(v0)
     if model.n_state <= 2000:
-        rank = int(np.linalg.matrix_rank(model.grid.ops.to_dense(jac)))
+        h = model.grid.ops.to_dense(jac)
+        rank = int(np.linalg.matrix_rank(h))
         if rank < model.n_state:
             raise NotObservableError(
-                f"measurement Jacobian has rank {rank} < {model.n_state} state variables"
+                f"measurement Jacobian has rank {rank} < {model.n_state} state variables; "
+                + observability_advice(model, h, rank)
             )
     if cache is not None:
         cache.mark_observable(ms)
+
+
+def observability_advice(model: _Model, h: FloatArray, rank: int) -> str:
+    """Which buses are not observable and where PMUs (a voltage phasor each) would make them so.
+
+    The buses are those whose states move in the Jacobian's null space (a change there changes
+    no measurement); the PMUs are chosen greedily among them, each the one that raises the rank
+    most, until the rank is full (at most 10 named)."""
+    grid, n = model.grid, model.grid.n_bus
+    _u, _s, vt = np.linalg.svd(h, full_matrices=True)
+    null = vt[rank:]
+    moving = np.max(np.abs(null), axis=0) > 1e-8
+    na = len(model.angle_states)
+    buses = set(model.angle_states[np.flatnonzero(moving[:na])].tolist())
+    buses |= set((np.flatnonzero(moving[na : na + n])).tolist())
+    names = {idx: name for name, idx in grid.named_buses}
+    unobservable = sorted(buses)
+    listed = ", ".join(names.get(b, f"aux {b}") for b in unobservable[:20])
+    more = f" and {len(unobservable) - 20} more" if len(unobservable) > 20 else ""
+    proposals: list[str] = []
+    current, current_rank = h, rank
+    candidates = [b for b in unobservable if b in names]  # a PMU goes to a real bus
+    while current_rank < model.n_state and candidates and len(proposals) < 10:
+        best: tuple[int, int, FloatArray] | None = None
+        for bus in candidates:
+            rows = np.zeros((2, model.n_state))
+            rows[0, model.col_vm[bus]] = 1.0
+            if model.col_va[bus] >= 0:
+                rows[1, model.col_va[bus]] = 1.0
+            trial = np.vstack([current, rows])
+            trial_rank = int(np.linalg.matrix_rank(trial))
+            if best is None or trial_rank > best[1]:
+                best = (bus, trial_rank, trial)
+        assert best is not None
+        if best[1] == current_rank:
+            break
+        bus, current_rank, current = best
+        candidates.remove(bus)
+        proposals.append(names[bus])
+    advice = (
+        f"a PMU at {', '.join(proposals)} would make it observable"
+        if current_rank == model.n_state and proposals
+        else "more measurements are needed (injections or flows at them)"
+    )
+    return f"not observable: {listed}{more} ({len(unobservable)} of {n} buses); {advice}"
 
 
 @dataclass(frozen=True)

@@ -102,10 +102,20 @@ def test_estimation_without_bad_data_check_fails_chi2(spec: AgentSpec, grid: Gri
 def test_estimation_unobservable_window_is_a_status_not_an_exception(
     spec: AgentSpec, grid: GridModel
 ) -> None:
-    window = Window(area="cigre-mv", window_start=T0, period_s=0.1, frames={}, closed_at=T0)
+    missing = sorted(d.id for d in spec.devices)
+    window = Window(
+        area="cigre-mv",
+        window_start=T0,
+        period_s=0.1,
+        frames={},
+        closed_at=T0,
+        missing_devices=missing,
+    )
     estimate = Estimator(spec, grid=grid).estimate(window)
     assert estimate.status is EstimateStatus.NOT_OBSERVABLE
     assert estimate.reason is not None and "no real measurement" in estimate.reason
+    # the reason says what would make it observable: the devices that did not report
+    assert f"devices missing in this window: {', '.join(missing)}" in estimate.reason
     assert estimate.buses == []
 
 
