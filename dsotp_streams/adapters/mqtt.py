@@ -128,10 +128,7 @@ class Topics:
     def of_frame(cls, prefix: str, topic: str) -> tuple[Topics, str] | None:
         """The area's topics and the device of a frame topic `<prefix>/<area>/pmu/<device>`
         (the prefix may have several levels), or None for any other topic."""
-        head = f"{prefix}/"
-        if not topic.startswith(head):
-            return None
-        parts = topic[len(head) :].split("/")
+        parts = _levels(prefix, topic)
         if len(parts) != 3 or parts[1] != "pmu" or not parts[0] or not parts[2]:
             return None
         return cls(prefix, parts[0]), parts[2]
@@ -154,10 +151,7 @@ class Topics:
     @classmethod
     def of_switch_state(cls, prefix: str, topic: str) -> Topics | None:
         """The area of a switch-state topic, or None for any other topic."""
-        head = f"{prefix}/"
-        if not topic.startswith(head):
-            return None
-        parts = topic[len(head) :].split("/")
+        parts = _levels(prefix, topic)
         if len(parts) != 3 or parts[1:] != ["switch", "state"] or not parts[0]:
             return None
         return cls(prefix, parts[0])
@@ -217,6 +211,12 @@ class Topics:
                 return self.switch_command
             case ResultKind.DEADLETTER:
                 return self.deadletter
+
+
+def _levels(prefix: str, topic: str) -> list[str]:
+    """A topic's levels after the prefix (which may have several); none when it is not under it."""
+    head = f"{prefix}/"
+    return topic[len(head) :].split("/") if topic.startswith(head) else []
 
 
 def _broker_config(host: str, port: int, *, password_file: Path | None) -> dict[str, Any]:

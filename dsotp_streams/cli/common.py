@@ -15,6 +15,8 @@ import typer
 from rich.console import Console
 
 if TYPE_CHECKING:
+    from rich.progress import Progress
+
     from dsotp_streams.settings import Settings
 
 __all__ = [
@@ -23,6 +25,7 @@ __all__ = [
     "KafkaOpt",
     "UrlOpt",
     "console",
+    "progress_bar",
     "settings_from_flags",
     "stderr",
     "stop_on_signals",
@@ -90,6 +93,13 @@ def settings_from_flags(
     settings = base.model_copy(update=update)
     configure_logging(settings.log_level, stderr)
     return settings
+
+
+def progress_bar(description: str = "{task.description}") -> Progress:
+    """The progress bar of long commands: description, bar, time elapsed."""
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+    return Progress(TextColumn(description), BarColumn(), TimeElapsedColumn(), console=console)
 
 
 def stop_on_signals(stop: asyncio.Event) -> None:

@@ -9,11 +9,9 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from dsotp_streams.cli.common import console, settings_from_flags
+from dsotp_streams.cli.common import console, progress_bar, settings_from_flags
 
 if TYPE_CHECKING:  # imported when a command runs: `dsotp --help` stays fast
-    from rich.progress import Progress
-
     from dsotp_streams.adapters.profiles import Profiles
     from dsotp_streams.core.forecasting import Backtest
 
@@ -34,14 +32,6 @@ ModelOpt = Annotated[Path, typer.Option("--model", help="where the trained forec
 TrainShareOpt = Annotated[
     float, typer.Option("--train-share", min=0.3, max=0.95, help="leading share used to train")
 ]
-
-
-def _progress() -> Progress:
-    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
-
-    return Progress(
-        TextColumn("{task.description}"), BarColumn(), TimeElapsedColumn(), console=console
-    )
 
 
 def _split(profiles: Profiles, share: float) -> int:
@@ -65,7 +55,7 @@ def train(
         profiles = load_profiles(source, nodes=nodes)
     split = _split(profiles, train_share)
     started = time.perf_counter()
-    with _progress() as progress:
+    with progress_bar() as progress:
         task = progress.add_task(f"training {len(profiles.nodes)} nodes", total=len(QUANTILES) + 1)
         spd = profiles.steps_per_day
         forecaster = QuantileForecaster(steps_per_day=spd, horizon=spd).fit(
@@ -101,7 +91,7 @@ def evaluate(
     forecaster = load_forecaster(model)
     y, spd = profiles.values, profiles.steps_per_day
     split = _split(profiles, train_share)
-    with _progress() as progress:
+    with progress_bar() as progress:
         days = len(range(split, len(y) - spd + 1, spd))
         task = progress.add_task(f"{days} day-ahead forecasts", total=days)
         result = backtest(

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from dsotp_streams.cli.common import console, settings_from_flags
+from dsotp_streams.cli.common import console, progress_bar, settings_from_flags
 
 __all__ = ["register"]
 
@@ -30,7 +30,6 @@ def placement(
     expected max |dV|, checked with any one PMU lost; prints the expected accuracy and writes
     an agent spec with the proposal."""
     import yaml
-    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
     from rich.table import Table
 
     from dsotp_streams.adapters.grids import load_grid
@@ -57,9 +56,7 @@ def placement(
                 spec, grid=grid, candidates=candidates + own, count=2 * samples, seed=seed + k
             )
         ]
-    with Progress(
-        TextColumn("placing {task.description}"), BarColumn(), TimeElapsedColumn(), console=console
-    ) as bar:
+    with progress_bar("placing {task.description}") as bar:
         task = bar.add_task(f"{budget} PMUs among {len(candidates)} buses", total=None)
         result = propose_placement(
             spec,

@@ -164,12 +164,17 @@ class GridModel:
         """Current base at an internal bus."""
         return self.base_mva / (math.sqrt(3.0) * float(self.vn_kv[bus]))
 
-    def nominal_injection_pu(self) -> tuple[FloatArray, FloatArray]:
-        """Net injections (generation positive) per internal bus at nominal loads and generation."""
+    def nominal_load_pu(self) -> tuple[FloatArray, FloatArray]:
+        """The loads' part of the nominal injections per internal bus (injection sign)."""
         p = np.zeros(self.n_bus)
         q = np.zeros(self.n_bus)
         np.add.at(p, self.load_bus, -self.load_p_pu)
         np.add.at(q, self.load_bus, -self.load_q_pu)
+        return p, q
+
+    def nominal_injection_pu(self) -> tuple[FloatArray, FloatArray]:
+        """Net injections (generation positive) per internal bus at nominal loads and generation."""
+        p, q = self.nominal_load_pu()
         np.add.at(p, self.sgen_bus, self.sgen_p_pu)
         np.add.at(q, self.sgen_bus, self.sgen_q_pu)
         return p, q

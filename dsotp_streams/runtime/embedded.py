@@ -40,6 +40,7 @@ from dsotp_streams.runtime.stages import (
     LoadHistory,
     PipelineStats,
     WindowProcessor,
+    take_switch,
 )
 from dsotp_streams.settings import Settings
 
@@ -239,11 +240,8 @@ class AreaPipeline:
 
     async def _switch(self, raw: bytes) -> None:
         """A switch's new state: the model follows, or a dead letter says why not."""
-        checked = self.intake.switch(raw)
-        reason = checked.reason
-        if checked.state is not None:
-            reason = await self.processor.switch(checked.state)
-            self.stats.switches_applied = self.processor.switches_applied
+        reason = await take_switch(raw, intake=self.intake, processor=self.processor)
+        self.stats.switches_applied = self.processor.switches_applied
         if reason is not None:
             await self._dead_letter(self.topics.switch_state, raw, reason)
 

@@ -55,6 +55,7 @@ from dsotp_streams.runtime.stages import (
     PipelineStats,
     Processed,
     WindowProcessor,
+    take_switch,
     touch,
 )
 from dsotp_streams.settings import KafkaSettings, Settings
@@ -317,11 +318,9 @@ class KafkaWorker:
 
     async def _switch(self, name: str, area: _Area, topic: str, raw: bytes) -> None:
         """A switch's new state: the area's model follows, or a dead letter says why not."""
-        checked = area.intake.switch(raw)
-        reason = checked.reason
-        if checked.state is not None:
-            reason = await area.processor.switch(checked.state)
-            self.stats.switches_applied += 1 if reason is None else 0
+        before = area.processor.switches_applied
+        reason = await take_switch(raw, intake=area.intake, processor=area.processor)
+        self.stats.switches_applied += area.processor.switches_applied - before
         if reason is not None:
             await self._dead_letter(name, topic, raw, reason)
 

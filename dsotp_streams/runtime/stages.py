@@ -272,6 +272,15 @@ class FrameIntake:
         return self.aligner.flush(now=self.now())
 
 
+async def take_switch(raw: bytes, *, intake: FrameIntake, processor: WindowProcessor) -> str | None:
+    """One switch-state message through the one intake and the one processor, for every
+    runtime: None when taken, else the reason it goes to the dead-letter topic."""
+    checked = intake.switch(raw)
+    if checked.state is None:
+        return checked.reason
+    return await processor.switch(checked.state)
+
+
 @dataclass
 class Completeness:
     """Each device's share of the windows it reported in over the last `span_s` of windows

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from enum import IntEnum
 from functools import cached_property
 from itertools import compress
+from typing import Any
 
 import numpy as np
 
@@ -143,11 +144,7 @@ class MeasurementMap:
 
     def _load_shares(self) -> dict[tuple[Kind, int], float]:
         """Per bus, the nominal load in its pseudo-injection (injection sign, pu)."""
-        grid = self.grid
-        p = np.zeros(grid.n_bus)
-        q = np.zeros(grid.n_bus)
-        np.add.at(p, grid.load_bus, -grid.load_p_pu)
-        np.add.at(q, grid.load_bus, -grid.load_q_pu)
+        p, q = self.grid.nominal_load_pu()
         out: dict[tuple[Kind, int], float] = {}
         for bus in np.flatnonzero((p != 0.0) | (q != 0.0)).tolist():
             out[(Kind.P_INJ, bus)] = float(p[bus])
@@ -315,51 +312,27 @@ class MeasurementMap:
         if np.any(share):
             # the prior of the load-scale state: loads at their nominal size, give or take this
             prior = [(Kind.LOAD_SCALE, 0, 0, 1.0, s.load_scale, "load_scale:prior", True)]
-        n_real = len(rows)
+        kept = int(np.sum(keep))
+
+        def column(i: int, middle: np.ndarray, dtype: Any) -> np.ndarray:
+            """Column i of the measured rows, the kept pseudo rows' `middle`, the prior."""
+            head: np.ndarray = np.array([r[i] for r in rows], dtype=dtype)
+            tail: np.ndarray = np.array([r[i] for r in prior], dtype=dtype)
+            return np.concatenate([head, middle.astype(dtype, copy=False), tail])
+
         return MeasurementSet(
-            kind=np.concatenate(
-                [
-                    np.array([r[0] for r in rows], dtype=np.int64),
-                    pseudo.kind[keep],
-                    np.array([r[0] for r in prior], dtype=np.int64),
-                ]
-            ),
-            element=np.concatenate(
-                [
-                    np.array([r[1] for r in rows], dtype=np.int64),
-                    pseudo.element[keep],
-                    np.array([r[1] for r in prior], dtype=np.int64),
-                ]
-            ),
-            side=np.concatenate(
-                [
-                    np.array([r[2] for r in rows], dtype=np.int64),
-                    np.zeros(int(np.sum(keep)) + len(prior), dtype=np.int64),
-                ]
-            ),
-            value=np.concatenate(
-                [
-                    np.array([r[3] for r in rows], dtype=float),
-                    pseudo.value[keep],
-                    np.array([r[3] for r in prior], dtype=float),
-                ]
-            ),
-            sigma=np.concatenate(
-                [
-                    np.array([r[4] for r in rows], dtype=float),
-                    pseudo.sigma[keep],
-                    np.array([r[4] for r in prior], dtype=float),
-                ]
-            ),
+            kind=column(0, pseudo.kind[keep], np.int64),
+            element=column(1, pseudo.element[keep], np.int64),
+            side=column(2, np.zeros(kept, dtype=np.int64), np.int64),
+            value=column(3, pseudo.value[keep], float),
+            sigma=column(4, pseudo.sigma[keep], float),
             label=(
                 tuple(r[5] for r in rows)
                 + tuple(compress(pseudo.label, keep.tolist()))
                 + tuple(r[5] for r in prior)
             ),
-            pseudo=np.concatenate(
-                [np.zeros(n_real, dtype=bool), np.ones(int(np.sum(keep)) + len(prior), bool)]
-            ),
-            load_share=np.concatenate([np.zeros(n_real), share, np.zeros(len(prior))]),
+            pseudo=column(6, np.ones(kept, dtype=bool), bool),
+            load_share=np.concatenate([np.zeros(len(rows)), share, np.zeros(len(prior))]),
         )
 
 
